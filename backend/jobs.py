@@ -1,0 +1,335 @@
+"""The job contract (DESIGN §2): ``JobSpec`` in, ``JobResult`` + ``ProgressEvent`` out.
+
+Identical for in-process and server runs. A job is a folder::
+
+    job.json      the JobSpec
+    inputs/       files the spec names (view images, alpha, depth, env maps)
+    outputs/      files the run wrote
+    result.json   the JobResult (written atomically when the run ends)
+    log           one JSON progress event per line
+
+Limits (rejected with a message naming the field): at most ``MAX_VIEWS`` views, image sides
+``MIN_SIDE``..``MAX_SIDE`` px, steps 1..``MAX_STEPS``, lam 0..``MAX_LAMBDA``, seeds
+0..2^32-1, prompts up to ``MAX_PROMPT_CHARS`` characters and ``MAX_PROMPTS`` prompts,
+video frames 1..``MAX_FRAMES`` (4k+1 for Wan).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .registry import MODELS, TASKS
+
+MAX_VIEWS = 256
+MIN_SIDE, MAX_SIDE = 16, 4096
+MAX_STEPS = 1000
+MAX_LAMBDA = 100.0
+MAX_SEED = 2**32 - 1
+MAX_PROMPT_CHARS = 2000
+MAX_PROMPTS = 8
+MAX_FRAMES = 257
+RIGID_TOL = 1e-4
+SCHEMA_VERSION = 1
+
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED, description=f"0..{MAX_SEED}")]
+Side = Annotated[int, Field(ge=MIN_SIDE, le=MAX_SIDE, description=f"pixels, {MIN_SIDE}..{MAX_SIDE}")]
+Prompt = Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class View(_Strict):
+    """One posed view: OpenCV camera (x right, y down, z forward), pixel centres at i + 0.5."""
+
+    name: str = Field(min_length=1, max_length=200)
+    width: Side
+    height: Side
+    K: list[list[float]] = Field(description="3x3 pixel intrinsics [[fx,0,cx],[0,fy,cy],[0,0,1]]")
+    c2w: list[list[float]] = Field(description="4x4 camera-to-world, OpenCV convention, rigid")
+    image: str | None = Field(None, description="file in inputs/ (PNG/EXR); None until rendered")
+    alpha: str | None = None
+    depth: str | None = None
+    normal: str | None = None
+
+    @field_validator("K")
+    @classmethod
+    def _k(cls, K: list[list[float]]) -> list[list[float]]:
+        a = np.asarray(K, dtype=np.float64)
+        if a.shape != (3, 3):
+            raise ValueError(f"K must be 3x3, got shape {a.shape}")
+        if not np.isfinite(a).all():
+            raise ValueError("K must be finite")
+        if a[0, 0] <= 0 or a[1, 1] <= 0:
+            raise ValueError(f"K focal lengths must be > 0 (got fx={a[0, 0]}, fy={a[1, 1]})")
+        if not np.allclose(a[2], [0, 0, 1]) or a[1, 0] != 0:
+            raise ValueError("K must be [[fx,s,cx],[0,fy,cy],[0,0,1]] (pinhole)")
+        return K
+
+    @field_validator("c2w")
+    @classmethod
+    def _c2w(cls, m: list[list[float]]) -> list[list[float]]:
+        a = np.asarray(m, dtype=np.float64)
+        if a.shape != (4, 4):
+            raise ValueError(f"c2w must be 4x4, got shape {a.shape}")
+        if not np.isfinite(a).all():
+            raise ValueError("c2w must be finite (no NaN/inf)")
+        if not np.allclose(a[3], [0, 0, 0, 1], atol=RIGID_TOL):
+            raise ValueError("c2w last row must be [0, 0, 0, 1]")
+        R = a[:3, :3]
+        if not np.allclose(R.T @ R, np.eye(3), atol=RIGID_TOL) or np.linalg.det(R) < 0:
+            raise ValueError(
+                f"c2w must be rigid: rotation orthonormal with det +1 (tolerance {RIGID_TOL}); remove scale/shear from the camera"
+            )
+        return m
+
+    @model_validator(mode="after")
+    def _frame(self) -> View:
+        cx, cy = self.K[0][2], self.K[1][2]
+        if not (0 < cx < self.width and 0 < cy < self.height):
+            raise ValueError(
+                f"image size {self.width}x{self.height} does not match K: principal point ({cx:g}, {cy:g}) must lie inside the image"
+            )
+        return self
+
+
+class Sampling(_Strict):
+    steps: int = Field(50, ge=1, le=MAX_STEPS, description=f"1..{MAX_STEPS}")
+    lam: float = Field(0.015, ge=0.0, le=MAX_LAMBDA, description=f"coupling strength, 0..{MAX_LAMBDA}")
+    step: Literal["ddpm", "euler"] = "ddpm"
+    alignment: Literal["step", "sigma"] = "step"
+    join: Literal["noise", "partner"] = "noise"
+    max_pull: float | None = Field(0.5, gt=0.0, le=1.0)
+    seed: Seed = 0
+    cfg_editor: float = Field(7.5, ge=0.0, le=50.0)
+    cfg_multiview: float = Field(2.0, ge=0.0, le=50.0)
+
+    @field_validator("lam")
+    @classmethod
+    def _finite(cls, v: float) -> float:
+        if not math.isfinite(v):
+            raise ValueError("lam must be finite")
+        return v
+
+
+class Edit(_Strict):
+    prompt: Prompt = ""
+    negative_prompt: Prompt = ""
+    prompts: list[Prompt] = Field(default_factory=list, max_length=MAX_PROMPTS, description="for couple_* tasks, one per sample")
+    seeds: list[Seed] = Field(default_factory=list, description="one per prompt (couple_* tasks); default seed, seed+1, ...")
+    envmap: str | None = None
+    chain: bool = Field(False, description="couple prompts in a chain (0-1, 1-2, ...) instead of all pairs")
+
+
+class Output(_Strict):
+    width: Side | None = None
+    height: Side | None = None
+    frames: int = Field(1, ge=1, le=MAX_FRAMES, description=f"video frames 1..{MAX_FRAMES}")
+
+
+class Models(_Strict):
+    editor: str | None = None
+    multiview: str | None = None
+    generator: str | None = None
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    device: str = "auto"
+    offload: Literal["none", "model", "sequential"] = "none"
+
+    @field_validator("editor", "multiview", "generator")
+    @classmethod
+    def _known(cls, v: str | None) -> str | None:
+        if v is not None and v not in MODELS:
+            raise ValueError(f"unknown model {v!r}; known models: {', '.join(sorted(MODELS))}")
+        return v
+
+
+class JobSpec(_Strict):
+    schema_version: int = SCHEMA_VERSION
+    task: str
+    views: list[View] = Field(default_factory=list, max_length=MAX_VIEWS)
+    reference_view: int = Field(0, ge=0)
+    edit: Edit = Field(default_factory=Edit)
+    sampling: Sampling = Field(default_factory=Sampling)
+    models: Models = Field(default_factory=Models)
+    output: Output = Field(default_factory=Output)
+
+    @field_validator("task")
+    @classmethod
+    def _task(cls, v: str) -> str:
+        if v not in TASKS:
+            raise ValueError(f"unknown task {v!r}; known tasks: {', '.join(sorted(TASKS))}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> JobSpec:
+        needs_views = TASKS[self.task]["views"]
+        if needs_views and not self.views:
+            raise ValueError(f"task {self.task!r} needs at least one view in 'views'")
+        if self.views and self.reference_view >= len(self.views):
+            raise ValueError(
+                f"reference_view {self.reference_view} is out of range: 'views' has {len(self.views)} entries (0..{len(self.views) - 1})"
+            )
+        names = [v.name for v in self.views]
+        dups = sorted({n for n in names if names.count(n) > 1})
+        if dups:
+            raise ValueError(f"views: duplicate view names {dups}; every view needs a unique name")
+        if self.task.startswith("couple_"):
+            if len(self.edit.prompts) < 2:
+                raise ValueError(f"edit.prompts: task {self.task!r} needs at least 2 prompts")
+            if self.edit.seeds and len(self.edit.seeds) != len(self.edit.prompts):
+                raise ValueError(f"edit.seeds: give one seed per prompt ({len(self.edit.prompts)}) or none")
+        if self.task == "couple_videos" and (self.output.frames - 1) % 4:
+            raise ValueError(f"output.frames must be 4k+1 for video (Wan's VAE), got {self.output.frames}")
+        return self
+
+
+class OutputFile(_Strict):
+    path: str = Field(description="relative to the job folder")
+    kind: Literal["image", "video", "latent", "json", "other"] = "image"
+    view: str | None = None
+    role: str = Field("result", description="result, side_by_side, reference_edit, preview ...")
+
+
+class JobResult(_Strict):
+    job_id: str
+    status: Literal["done", "failed", "cancelled", "interrupted"]
+    outputs: list[OutputFile] = Field(default_factory=list)
+    metadata: dict = Field(default_factory=dict, description="models, revisions, seeds, lam, alignment, timings, labels")
+    error: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+
+
+class ProgressEvent(_Strict):
+    job_id: str = ""
+    stage: str = Field(description="loading, encoding, sampling, decoding, writing, done, failed, cancelled")
+    step: int = 0
+    total: int = 0
+    message: str = ""
+    elapsed_s: float = 0.0
+    eta_s: float | None = None
+    time: float = Field(default_factory=time.time)
+
+
+class JobSpecError(ValueError):
+    """A spec that failed validation; ``str()`` lists one 'field: problem' per line."""
+
+
+def parse_spec(data: dict | str | bytes) -> JobSpec:
+    """Validate a spec from a dict or JSON text, raising ``JobSpecError`` with field-named messages."""
+    try:
+        if isinstance(data, (str, bytes)):
+            return JobSpec.model_validate_json(data)
+        return JobSpec.model_validate(data)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "spec"
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"{loc}: {msg}")
+        raise JobSpecError("invalid job spec:\n  " + "\n  ".join(lines)) from None
+
+
+def json_schema() -> dict:
+    return JobSpec.model_json_schema()
+
+
+# --- job folders ----------------------------------------------------------------------------
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write then rename, so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class JobFolder:
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+
+    @property
+    def job_id(self) -> str:
+        return self.root.name
+
+    inputs = property(lambda self: self.root / "inputs")
+    outputs = property(lambda self: self.root / "outputs")
+    spec_path = property(lambda self: self.root / "job.json")
+    result_path = property(lambda self: self.root / "result.json")
+    log_path = property(lambda self: self.root / "log")
+
+    @classmethod
+    def create(cls, root: str | os.PathLike, spec: JobSpec, files: dict[str, str | os.PathLike | bytes] | None = None) -> JobFolder:
+        """Lay out a new job; ``files`` maps names used in the spec to source paths or bytes."""
+        job = cls(root)
+        if job.spec_path.exists():
+            raise FileExistsError(f"{job.root} already holds a job; choose a new folder")
+        job.inputs.mkdir(parents=True, exist_ok=True)
+        job.outputs.mkdir(parents=True, exist_ok=True)
+        for name, src in (files or {}).items():
+            dest = job.input_path(name)
+            if isinstance(src, bytes):
+                dest.write_bytes(src)
+            else:
+                shutil.copyfile(src, dest)
+        missing = [n for n in job.referenced_inputs(spec) if not job.input_path(n).exists()]
+        if missing:
+            raise FileNotFoundError(f"the spec names input files that were not given: {missing}")
+        atomic_write_text(job.spec_path, spec.model_dump_json(indent=2))
+        job.log_path.touch()
+        return job
+
+    def input_path(self, name: str) -> Path:
+        p = (self.inputs / name).resolve()
+        if self.inputs.resolve() not in p.parents:
+            raise ValueError(f"input file name {name!r} must stay inside inputs/")
+        return p
+
+    @staticmethod
+    def referenced_inputs(spec: JobSpec) -> list[str]:
+        names = [getattr(v, k) for v in spec.views for k in ("image", "alpha", "depth", "normal")]
+        names.append(spec.edit.envmap)
+        return [n for n in names if n]
+
+    def spec(self) -> JobSpec:
+        return parse_spec(self.spec_path.read_text(encoding="utf-8"))
+
+    def write_result(self, result: JobResult) -> None:
+        atomic_write_text(self.result_path, result.model_dump_json(indent=2))
+
+    def result(self) -> JobResult | None:
+        if not self.result_path.exists():
+            return None
+        return JobResult.model_validate_json(self.result_path.read_text(encoding="utf-8"))
+
+    def append_log(self, event: ProgressEvent) -> None:
+        with self.log_path.open("a", encoding="utf-8") as f:
+            f.write(event.model_dump_json() + "\n")
+
+    def events(self) -> list[ProgressEvent]:
+        if not self.log_path.exists():
+            return []
+        return [ProgressEvent.model_validate_json(line) for line in self.log_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def dump_schema(path: str | os.PathLike) -> None:
+    atomic_write_text(Path(path), json.dumps(json_schema(), indent=2) + "\n")

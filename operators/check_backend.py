@@ -1,0 +1,28 @@
+"""Tell the artist whether the models can run inside Blender or need the server."""
+
+import importlib
+import importlib.util
+
+import bpy
+
+REQUIRED = ("torch", "diffusers", "transformers", "safetensors", "pydantic")
+
+
+def missing_modules() -> list[str]:
+    """Modules the in-process backend needs that this Python cannot import."""
+    return [m for m in REQUIRED if importlib.util.find_spec(m) is None]
+
+
+class COUPLED_EDIT_OT_check_backend(bpy.types.Operator):
+    bl_idname = "coupled_edit.check_backend"
+    bl_label = "Check Backend"
+    bl_description = "Check whether the diffusion models can run inside Blender or need the server"
+
+    def execute(self, context):
+        missing = missing_modules()
+        if missing:
+            self.report({"WARNING"}, f"In-process backend unavailable (missing: {', '.join(missing)}); use the Server backend")
+            return {"FINISHED"}
+        backend = importlib.import_module(f"{__package__.rsplit('.', 1)[0]}.backend")
+        self.report({"INFO"}, f"In-process backend {backend.__version__} ready")
+        return {"FINISHED"}
