@@ -11,7 +11,8 @@ APT_PACKAGES := libgl1 libglx0 libegl1 libegl-mesa0 libgl1-mesa-dri libgbm1 libx
 # Offline by construction: no model weights can be fetched, the demo uses tiny random models.
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m backend couple-images --model tiny \
-	    --prompt "Japanese samurai" --prompt "astronaut on Mars" --lam 0.5 --out outputs/demo
+	    --prompt "Japanese samurai" --prompt "astronaut on Mars" --lam 0.5 \
+	    --width 128 --height 128 --compare --overwrite --out outputs/demo
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q

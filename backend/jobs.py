@@ -105,20 +105,20 @@ class View(_Strict):
 
 
 class Sampling(_Strict):
-    steps: int = Field(50, ge=1, le=MAX_STEPS, description=f"1..{MAX_STEPS}")
-    lam: float = Field(0.015, ge=0.0, le=MAX_LAMBDA, description=f"coupling strength, 0..{MAX_LAMBDA}")
-    step: Literal["ddpm", "euler"] = "ddpm"
+    steps: int | None = Field(None, ge=1, le=MAX_STEPS, description=f"1..{MAX_STEPS}; None: the model's default")
+    lam: float | None = Field(None, ge=0.0, le=MAX_LAMBDA, description=f"coupling strength 0..{MAX_LAMBDA}; None: the task's default")
+    step: Literal["ddpm", "euler"] | None = Field(None, description="None: the task's default (Euler for flow models, DDPM otherwise)")
     alignment: Literal["step", "sigma"] = "step"
     join: Literal["noise", "partner"] = "noise"
     max_pull: float | None = Field(0.5, gt=0.0, le=1.0)
     seed: Seed = 0
-    cfg_editor: float = Field(7.5, ge=0.0, le=50.0)
-    cfg_multiview: float = Field(2.0, ge=0.0, le=50.0)
+    cfg_editor: float | None = Field(None, ge=0.0, le=50.0, description="editor / generator guidance; None: model default")
+    cfg_multiview: float | None = Field(None, ge=0.0, le=50.0)
 
     @field_validator("lam")
     @classmethod
-    def _finite(cls, v: float) -> float:
-        if not math.isfinite(v):
+    def _finite(cls, v: float | None) -> float | None:
+        if v is not None and not math.isfinite(v):
             raise ValueError("lam must be finite")
         return v
 
@@ -135,16 +135,19 @@ class Edit(_Strict):
 class Output(_Strict):
     width: Side | None = None
     height: Side | None = None
-    frames: int = Field(1, ge=1, le=MAX_FRAMES, description=f"video frames 1..{MAX_FRAMES}")
+    fps: int = Field(16, ge=1, le=120)
+    frames: int | None = Field(None, ge=1, le=MAX_FRAMES, description=f"video frames 1..{MAX_FRAMES}")
 
 
 class Models(_Strict):
     editor: str | None = None
     multiview: str | None = None
     generator: str | None = None
+    source: str | None = Field(None, max_length=1000, description="local folder (or hub id) holding the weights of the chosen model")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     device: str = "auto"
     offload: Literal["none", "model", "sequential"] = "none"
+    vae_tiling: bool = False
 
     @field_validator("editor", "multiview", "generator")
     @classmethod
@@ -189,7 +192,12 @@ class JobSpec(_Strict):
                 raise ValueError(f"edit.prompts: task {self.task!r} needs at least 2 prompts")
             if self.edit.seeds and len(self.edit.seeds) != len(self.edit.prompts):
                 raise ValueError(f"edit.seeds: give one seed per prompt ({len(self.edit.prompts)}) or none")
-        if self.task == "couple_videos" and (self.output.frames - 1) % 4:
+            kinds = ("wan",) if self.task == "couple_videos" else ("flux", "sd")
+            gen = self.models.generator
+            if gen is None or MODELS[gen].kind not in kinds:
+                allowed = sorted(k for k, e in MODELS.items() if e.kind in kinds)
+                raise ValueError(f"models.generator: task {self.task!r} needs one of {allowed}, got {gen!r}")
+        if self.task == "couple_videos" and self.output.frames is not None and (self.output.frames - 1) % 4:
             raise ValueError(f"output.frames must be 4k+1 for video (Wan's VAE), got {self.output.frames}")
         return self
 

@@ -135,11 +135,13 @@ def test_couple_tasks_need_prompts_and_no_views():
     spec = parse_spec({"task": "couple_images", "edit": {"prompts": ["a", "b"], "seeds": [1, 2]}, "models": {"generator": "flux-tiny"}})
     assert isinstance(spec, JobSpec) and spec.views == []
     with pytest.raises(JobSpecError, match="edit.prompts|needs at least 2 prompts"):
-        parse_spec({"task": "couple_images", "edit": {"prompts": ["only one"]}})
+        parse_spec({"task": "couple_images", "edit": {"prompts": ["only one"]}, "models": {"generator": "flux-tiny"}})
+    with pytest.raises(JobSpecError, match="models.generator: task 'couple_images' needs one of"):
+        parse_spec({"task": "couple_images", "edit": {"prompts": ["a", "b"]}, "models": {"generator": "wan-tiny"}})
     with pytest.raises(JobSpecError, match="one seed per prompt"):
-        parse_spec({"task": "couple_images", "edit": {"prompts": ["a", "b"], "seeds": [1]}})
+        parse_spec({"task": "couple_images", "edit": {"prompts": ["a", "b"], "seeds": [1]}, "models": {"generator": "flux-tiny"}})
     with pytest.raises(JobSpecError, match="4k\\+1"):
-        parse_spec({"task": "couple_videos", "edit": {"prompts": ["a", "b"]}, "output": {"frames": 8}})
+        parse_spec({"task": "couple_videos", "edit": {"prompts": ["a", "b"]}, "output": {"frames": 8}, "models": {"generator": "wan-tiny"}})
 
 
 def test_json_text_input_is_validated_too():

@@ -1,0 +1,183 @@
+"""``python -m backend``: every subcommand listed here works end to end.
+
+couple-images / couple-videos build a JobSpec, lay out a job folder at --out and run it through
+the same ``run_job`` the add-on and the server use, so the folder can be inspected or rerun.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from . import __version__
+from .jobs import JobFolder, JobSpecError, dump_schema, parse_spec
+from .registry import MODELS
+
+TINY = {"couple_images": "flux-tiny", "couple_videos": "wan-tiny"}
+
+
+def _models_of(kinds: tuple[str, ...]) -> list[str]:
+    return sorted(k for k, e in MODELS.items() if e.kind in kinds) + ["tiny"]
+
+
+def _common(p: argparse.ArgumentParser, kinds: tuple[str, ...], default_model: str) -> None:
+    p.add_argument("--prompt", action="append", required=True, help="one per sample; give it 2+ times")
+    p.add_argument("--model", default=default_model, choices=_models_of(kinds), help="registry key; 'tiny' = tiny random model, no weights")
+    p.add_argument("--model-path", default=None, help="local folder (diffusers layout) with that model's weights")
+    p.add_argument("--lam", type=float, default=None, help="coupling strength (0 = independent samples; default 0.3)")
+    p.add_argument("--seed", type=int, action="append", default=None, help="one per prompt, or one base seed")
+    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
+    p.add_argument("--width", type=int, default=None)
+    p.add_argument("--height", type=int, default=None)
+    p.add_argument("--guidance", type=float, default=None, help="CFG scale (Flux dev: distilled guidance)")
+    p.add_argument("--negative-prompt", default="")
+    p.add_argument("--chain", action="store_true", help="couple prompts 0-1, 1-2, ... instead of all pairs")
+    p.add_argument("--step", choices=["euler", "ddpm"], default=None, help="sampler step (default: Euler for flow models)")
+    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--offload", choices=["none", "model", "sequential"], default="none", help="CPU offload (CUDA): model or sequential")
+    p.add_argument("--vae-tiling", action="store_true")
+    p.add_argument("--compare", action="store_true", help="also run lam = 0 with the same seeds, into OUT/uncoupled")
+    p.add_argument("--out", required=True, help="job folder to create (refuses to overwrite unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace a previous job at --out")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m backend", description=f"Coupled Edit backend {__version__}")
+    sub = ap.add_subparsers(dest="command", required=True)
+    ci = sub.add_parser("couple-images", help="N prompts of Flux / an SD model, sampled coupled (aligned)")
+    _common(ci, ("flux", "sd"), "flux-schnell")
+    cv = sub.add_parser("couple-videos", help="prompts of Wan 2.1, sampled coupled (aligned videos)")
+    _common(cv, ("wan",), "wan-1.3b")
+    cv.add_argument("--frames", type=int, default=None, help="4k+1 frames")
+    cv.add_argument("--fps", type=int, default=16)
+    rj = sub.add_parser("run-job", help="run a job folder (job.json + inputs/) and write outputs/ + result.json")
+    rj.add_argument("job_dir")
+    vj = sub.add_parser("validate-job", help="check a job.json (or job folder) and print what is wrong")
+    vj.add_argument("path")
+    sc = sub.add_parser("schema", help="write the JobSpec JSON schema")
+    sc.add_argument("--out", default="-", help="file, or - for stdout")
+    return ap
+
+
+def _spec_from_args(a: argparse.Namespace, task: str) -> dict:
+    seeds = a.seed or [0]
+    if len(seeds) == 1 and len(a.prompt) > 1:
+        seeds = [seeds[0] + i for i in range(len(a.prompt))]
+    model = TINY[task] if a.model == "tiny" else a.model
+    spec = {
+        "task": task,
+        "edit": {"prompts": a.prompt, "seeds": seeds, "negative_prompt": a.negative_prompt, "chain": a.chain},
+        "sampling": {"lam": a.lam, "steps": a.steps, "cfg_editor": a.guidance, "step": a.step},
+        "models": {
+            "generator": model,
+            "source": a.model_path,
+            "dtype": a.dtype,
+            "device": a.device,
+            "offload": a.offload,
+            "vae_tiling": a.vae_tiling,
+        },
+        "output": {"width": a.width, "height": a.height},
+    }
+    if task == "couple_videos":
+        spec["output"].update(frames=a.frames, fps=a.fps)
+    return spec
+
+
+def _progress_printer():
+    from tqdm import tqdm
+
+    bar = {"bar": None}
+
+    def on_event(ev) -> None:
+        if ev.stage == "sampling":
+            if bar["bar"] is None:
+                bar["bar"] = tqdm(total=ev.total, desc="sampling", unit="step", file=sys.stderr)
+            bar["bar"].update(ev.step - bar["bar"].n)
+        else:
+            if bar["bar"] is not None:
+                bar["bar"].close()
+                bar["bar"] = None
+            if ev.stage in ("loading", "writing"):
+                print(f"{ev.stage}{': ' + ev.message if ev.message else ''}", file=sys.stderr)
+
+    return on_event
+
+
+def _prepare_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise SystemExit(f"error: {out} is not empty; choose another --out or pass --overwrite to replace it")
+        if not (out / "job.json").exists():
+            raise SystemExit(f"error: {out} is not a job folder; refusing to delete it")
+        shutil.rmtree(out)
+
+
+def _run(spec_dict: dict, out: Path) -> int:
+    from .runner import run_job
+
+    spec = parse_spec(spec_dict)
+    job = JobFolder.create(out, spec)
+    result = run_job(job, progress=_progress_printer())
+    if result.status != "done":
+        print(f"job {result.status}: {result.error}", file=sys.stderr)
+        return 1
+    meta = result.metadata
+    print(f"model: {meta.get('model')} ({meta.get('source')}, {meta.get('dtype')})")
+    for label in meta.get("labels", []):
+        print(f"NOTE: {label}")
+    print(f"lam: {meta['request']['lam']}  seeds: {meta['request']['seeds']}  steps: {meta.get('steps')}")
+    print(f"sampling took {meta['timings_s']['sample']:.2f} s")
+    dist = ", ".join(f"{k}: {v:.3f}" for k, v in meta.get("latent_rms_distance", {}).items())
+    print(f"latent RMS distance between samples: {dist}")
+    for o in result.outputs:
+        print(f"wrote {out / o.path}")
+    return 0
+
+
+def _couple(a: argparse.Namespace, task: str) -> int:
+    out = Path(a.out)
+    _prepare_out(out, a.overwrite)
+    rc = _run(_spec_from_args(a, task), out)
+    if rc == 0 and a.compare:
+        spec = _spec_from_args(a, task)
+        spec["sampling"]["lam"] = 0.0
+        print("--- uncoupled (lam = 0), same seeds ---")
+        rc = _run(spec, out / "uncoupled")
+    return rc
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    try:
+        if a.command == "couple-images":
+            return _couple(a, "couple_images")
+        if a.command == "couple-videos":
+            return _couple(a, "couple_videos")
+        if a.command == "run-job":
+            from .runner import run_job
+
+            result = run_job(JobFolder(a.job_dir), progress=_progress_printer())
+            print(json.dumps(result.model_dump(), indent=2))
+            return 0 if result.status == "done" else 1
+        if a.command == "validate-job":
+            path = Path(a.path)
+            text = (path / "job.json" if path.is_dir() else path).read_text(encoding="utf-8")
+            spec = parse_spec(text)
+            print(f"ok: task {spec.task}, {len(spec.views)} views")
+            return 0
+        if a.command == "schema":
+            if a.out == "-":
+                from .jobs import json_schema
+
+                print(json.dumps(json_schema(), indent=2))
+            else:
+                dump_schema(a.out)
+            return 0
+    except JobSpecError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 1

@@ -1,0 +1,98 @@
+"""Where weights come from: the hub cache, a local folder, or the tiny random builders.
+
+Hub loading goes through diffusers/huggingface_hub, so the cache, resume, ``HF_TOKEN`` and
+``HF_HUB_OFFLINE`` behave as users expect. Failures become ``ModelUnavailable`` with a message
+that says what to do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from ..registry import MODELS, ModelEntry
+
+
+class ModelUnavailable(RuntimeError):
+    """The weights cannot be loaded; the message says why and what to do."""
+
+
+def resolve_source(model: str, source: str | None = None) -> tuple[str, ModelEntry | None]:
+    """A registry key, a local folder, or a hub repo id -> (what from_pretrained gets, registry entry).
+
+    ``source`` (a local folder or repo id) overrides where a registry model's weights come from.
+    """
+    if model in MODELS:
+        e = MODELS[model]
+        if source:
+            if e.repo is None:
+                raise ModelUnavailable(f"{model!r} is a tiny random model; it takes no weights source")
+            return str(Path(source).expanduser()) if Path(source).expanduser().exists() else source, e
+        return (e.repo or "tiny"), e
+    if Path(model).expanduser().exists():
+        return str(Path(model).expanduser()), None
+    if "/" in model:
+        return model, None
+    raise ModelUnavailable(f"unknown model {model!r}: give a registry key ({', '.join(sorted(MODELS))}), a local folder or a hub repo id")
+
+
+@contextlib.contextmanager
+def friendly_hub_errors(repo: str, gated: bool = False) -> Iterator[None]:
+    """Turn hub/cache errors into one message that names the repo and the fix."""
+    try:
+        yield
+    except Exception as e:  # noqa: BLE001 - classify below, re-raise the rest untouched
+        name = type(e).__name__
+        text = str(e)
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+        if name in ("GatedRepoError",) or "gated" in text.lower() or (gated and "401" in text):
+            raise ModelUnavailable(
+                f"{repo} is gated: accept its licence on the model's hub page, then log in (`hf auth login`) or set HF_TOKEN"
+            ) from e
+        if name in ("RepositoryNotFoundError",) or "Repository Not Found" in text:
+            raise ModelUnavailable(f"{repo} was not found on the hub: check the id (or the registry entry), or pass a local folder") from e
+        if name in ("LocalEntryNotFoundError", "OfflineModeIsEnabled") or offline or "offline" in text.lower():
+            raise ModelUnavailable(
+                f"{repo} is not in the local cache and this machine is offline (HF_HUB_OFFLINE=1 or no network): "
+                "download it once where the hub is reachable (`hf download " + repo + "`), or pass a local folder; "
+                "`--model tiny` runs without weights"
+            ) from e
+        if isinstance(e, (OSError, EnvironmentError)):
+            raise ModelUnavailable(f"could not load {repo}: {text.splitlines()[0] if text else name}") from e
+        raise
+
+
+def torch_dtype(name: str, device: torch.device) -> torch.dtype:
+    """``auto``: bf16 on CUDA (fp16 overflows Flux/Wan and SD VAEs), fp32 elsewhere."""
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+def apply_memory_options(pipe, device: torch.device, offload: str, vae_tiling: bool) -> torch.device:
+    """Place a diffusers pipeline: on the device, or with model/sequential CPU offload (CUDA only)."""
+    if offload != "none" and device.type != "cuda":
+        raise ModelUnavailable(f"offload={offload!r} needs a CUDA device; got {device}")
+    if offload == "model":
+        pipe.enable_model_cpu_offload()
+    elif offload == "sequential":
+        pipe.enable_sequential_cpu_offload()
+    else:
+        pipe.to(device)
+    if vae_tiling and hasattr(pipe.vae, "enable_tiling"):
+        pipe.vae.enable_tiling()
+    return pipe._execution_device if offload != "none" else device

@@ -1,0 +1,187 @@
+"""``run_job``: one JobSpec in a job folder -> outputs + result.json + progress events.
+
+The same function serves the CLI, the add-on's in-process worker thread and the server's
+worker. It never raises for a failed job: the failure is written to result.json (status
+``failed`` with the message, or ``cancelled``) so no caller loses what happened.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+from .jobs import JobFolder, JobResult, JobSpec, OutputFile, ProgressEvent
+from .sampling import Cancelled, StepInfo
+
+ProgressFn = Callable[[ProgressEvent], None]
+CancelFn = Callable[[], bool]
+DEFAULT_LAM = {"couple_images": 0.3, "couple_videos": 0.3}
+IMPLEMENTED = ("couple_images", "couple_videos")
+
+
+class ModelCache:
+    """Keeps loaded models between jobs (the server keeps them warm); ``clear()`` frees memory."""
+
+    def __init__(self) -> None:
+        self._models: dict[tuple, object] = {}
+
+    def get(self, key: tuple, load: Callable[[], object]) -> object:
+        if key not in self._models:
+            self.clear()  # one model family resident at a time: VRAM is the scarce resource
+            self._models[key] = load()
+        return self._models[key]
+
+    def clear(self) -> None:
+        self._models.clear()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:
+            pass
+
+
+def slug(text: str, n: int = 40) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:n] or "prompt"
+
+
+class _Reporter:
+    """Turns sampler steps into ProgressEvents (with ETA), logs them and forwards them."""
+
+    def __init__(self, job: JobFolder, progress: ProgressFn | None) -> None:
+        self.job, self.progress, self.t0 = job, progress, time.perf_counter()
+
+    def emit(self, stage: str, step: int = 0, total: int = 0, message: str = "", eta: float | None = None) -> None:
+        ev = ProgressEvent(
+            job_id=self.job.job_id, stage=stage, step=step, total=total, message=message, elapsed_s=time.perf_counter() - self.t0, eta_s=eta
+        )
+        self.job.append_log(ev)
+        if self.progress:
+            self.progress(ev)
+
+    def step(self, info: StepInfo) -> None:
+        eta = info.elapsed_s / info.step * (info.total - info.step)
+        self.emit("sampling", info.step, info.total, f"step {info.step}/{info.total}", eta)
+
+
+def run_job(
+    job: JobFolder, progress: ProgressFn | None = None, should_cancel: CancelFn | None = None, cache: ModelCache | None = None
+) -> JobResult:
+    rep = _Reporter(job, progress)
+    started = time.time()
+    try:
+        spec = job.spec()
+        if spec.task not in IMPLEMENTED:
+            raise NotImplementedError(f"task {spec.task!r} is not available in this version; available: {', '.join(IMPLEMENTED)}")
+        run = _couple_images if spec.task == "couple_images" else _couple_videos
+        outputs, metadata = run(spec, job, rep, should_cancel, cache or ModelCache())
+        result = JobResult(
+            job_id=job.job_id, status="done", outputs=outputs, metadata=metadata, started_at=started, finished_at=time.time()
+        )
+        rep.emit("done", message=f"{len(outputs)} files in {job.outputs}")
+    except Cancelled as e:
+        result = JobResult(job_id=job.job_id, status="cancelled", error=str(e), started_at=started, finished_at=time.time())
+        rep.emit("cancelled", message=str(e))
+    except Exception as e:  # noqa: BLE001 - every failure is reported in result.json
+        msg = f"{type(e).__name__}: {e}"
+        (job.root / "traceback.txt").write_text(traceback.format_exc(), encoding="utf-8")
+        result = JobResult(job_id=job.job_id, status="failed", error=msg, started_at=started, finished_at=time.time())
+        rep.emit("failed", message=msg)
+    job.write_result(result)
+    return result
+
+
+def _load_key(spec: JobSpec) -> tuple:
+    m = spec.models
+    return (spec.task, m.generator, m.source, m.dtype, m.device, m.offload, m.vae_tiling)
+
+
+def _couple_images(spec: JobSpec, job: JobFolder, rep: _Reporter, should_cancel, cache: ModelCache):
+    from .media import side_by_side
+    from .pipelines.coupled_t2i import ImageRequest, couple_images, load_t2i
+
+    m = spec.models
+    rep.emit("loading", message=f"loading {m.generator}")
+    model = cache.get(
+        _load_key(spec),
+        lambda: load_t2i(m.generator, source=m.source, dtype=m.dtype, device=m.device, offload=m.offload, vae_tiling=m.vae_tiling),
+    )
+    req = ImageRequest(
+        prompts=spec.edit.prompts,
+        lam=spec.sampling.lam if spec.sampling.lam is not None else DEFAULT_LAM["couple_images"],
+        seeds=spec.edit.seeds or [spec.sampling.seed + i for i in range(len(spec.edit.prompts))],
+        steps=spec.sampling.steps,
+        width=spec.output.width,
+        height=spec.output.height,
+        guidance=spec.sampling.cfg_editor,
+        negative_prompt=spec.edit.negative_prompt,
+        chain=spec.edit.chain,
+        step=spec.sampling.step or ("euler" if model.family == "flux" else "ddpm"),
+        alignment=spec.sampling.alignment,
+        max_pull=spec.sampling.max_pull,
+    )
+    res = couple_images(model, req, callback=rep.step, should_cancel=should_cancel)
+    rep.emit("writing")
+    outputs = []
+    for i, (img, prompt) in enumerate(zip(res.images, req.prompts, strict=True)):
+        name = f"outputs/image_{i:02d}_{slug(prompt)}.png"
+        img.save(job.root / name)
+        outputs.append(OutputFile(path=name, kind="image", role="result"))
+    footer = f"lam {req.lam}" + (" | TINY RANDOM WEIGHTS" if model.labels else "")
+    side_by_side(res.images, req.prompts, footer=footer).save(job.root / "outputs/side_by_side.png")
+    outputs.append(OutputFile(path="outputs/side_by_side.png", kind="image", role="side_by_side"))
+    _write_metadata(job, res.metadata)
+    outputs.append(OutputFile(path="outputs/metadata.json", kind="json", role="metadata"))
+    return outputs, res.metadata
+
+
+def _couple_videos(spec: JobSpec, job: JobFolder, rep: _Reporter, should_cancel, cache: ModelCache):
+    import numpy as np
+
+    from .media import to_uint8, write_video
+    from .pipelines.coupled_t2v import VideoRequest, couple_videos, load_t2v
+
+    m = spec.models
+    rep.emit("loading", message=f"loading {m.generator}")
+    model = cache.get(
+        _load_key(spec),
+        lambda: load_t2v(m.generator, source=m.source, dtype=m.dtype, device=m.device, offload=m.offload, vae_tiling=m.vae_tiling),
+    )
+    req = VideoRequest(
+        prompts=spec.edit.prompts,
+        lam=spec.sampling.lam if spec.sampling.lam is not None else DEFAULT_LAM["couple_videos"],
+        seeds=spec.edit.seeds or [spec.sampling.seed + i for i in range(len(spec.edit.prompts))],
+        steps=spec.sampling.steps,
+        width=spec.output.width,
+        height=spec.output.height,
+        frames=spec.output.frames,
+        guidance=spec.sampling.cfg_editor,
+        negative_prompt=spec.edit.negative_prompt,
+        chain=spec.edit.chain,
+        step=spec.sampling.step or "euler",
+        max_pull=spec.sampling.max_pull,
+    )
+    res = couple_videos(model, req, callback=rep.step, should_cancel=should_cancel)
+    rep.emit("writing")
+    frames = to_uint8(res.videos)  # (N, F, H, W, 3)
+    outputs = []
+    for i, prompt in enumerate(req.prompts):
+        name = f"outputs/video_{i:02d}_{slug(prompt)}.mp4"
+        write_video(job.root / name, frames[i], fps=spec.output.fps)
+        outputs.append(OutputFile(path=name, kind="video", role="result"))
+    gap = np.zeros((*frames.shape[1:3], 4, 3), dtype=np.uint8)
+    tiles = [x for i in range(len(frames)) for x in ((frames[i],) if i == 0 else (gap, frames[i]))]
+    write_video(job.root / "outputs/side_by_side.mp4", np.concatenate(tiles, axis=2), fps=spec.output.fps)
+    outputs.append(OutputFile(path="outputs/side_by_side.mp4", kind="video", role="side_by_side"))
+    _write_metadata(job, res.metadata)
+    outputs.append(OutputFile(path="outputs/metadata.json", kind="json", role="metadata"))
+    return outputs, res.metadata
+
+
+def _write_metadata(job: JobFolder, metadata: dict) -> None:
+    Path(job.root / "outputs/metadata.json").write_text(json.dumps(metadata, indent=2, default=str) + "\n", encoding="utf-8")
