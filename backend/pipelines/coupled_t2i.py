@@ -69,6 +69,36 @@ def pairwise_rms(latents: Tensor) -> dict[str, float]:
     return {f"{i}-{j}": float((latents[i] - latents[j]).float().pow(2).mean().sqrt()) for i, j in itertools.combinations(range(n), 2)}
 
 
+def flux_velocity(transformer, dtype, embeds, pooled, text_ids, img_ids, guidance=None, negative=None, true_cfg=1.0):
+    """``v(x_fm, s)`` of a FluxTransformer2DModel for packed latents; true CFG when ``negative`` is given.
+
+    Flux takes the flow time s in [0, 1] (the pipeline's t / 1000); states stay float32 and
+    are cast to the transformer's dtype only for the call.
+    """
+
+    def call(x, s, e, p):
+        return transformer(
+            hidden_states=x.to(dtype),
+            timestep=s.to(dtype),
+            guidance=guidance,
+            pooled_projections=p,
+            encoder_hidden_states=e,
+            txt_ids=text_ids,
+            img_ids=img_ids,
+            return_dict=False,
+        )[0].float()
+
+    def velocity(x_fm: Tensor, s: Tensor) -> Tensor:
+        with torch.no_grad():
+            v = call(x_fm, s, embeds, pooled)
+            if negative is not None:
+                v_neg = call(x_fm, s, negative[0], negative[1])
+                v = v_neg + true_cfg * (v - v_neg)
+        return v
+
+    return velocity
+
+
 class T2IModel:
     """A loaded text-to-image model that can build one participant for a list of prompts."""
 
@@ -132,27 +162,7 @@ class FluxModel(T2IModel):
             if pipe.transformer.config.guidance_embeds
             else None
         )
-        transformer = pipe.transformer
-
-        def velocity(x_fm: Tensor, s: Tensor) -> Tensor:
-            def call(e, p):
-                return transformer(
-                    hidden_states=x_fm.to(self.dtype),
-                    timestep=s.to(self.dtype),
-                    guidance=g,
-                    pooled_projections=p,
-                    encoder_hidden_states=e,
-                    txt_ids=text_ids,
-                    img_ids=img_ids,
-                    return_dict=False,
-                )[0].float()
-
-            with torch.no_grad():
-                v = call(embeds, pooled)
-                if neg is not None:
-                    v_neg = call(neg[0], neg[1])
-                    v = v_neg + req.true_cfg * (v - v_neg)
-            return v
+        velocity = flux_velocity(pipe.transformer, self.dtype, embeds, pooled, text_ids, img_ids, g, neg, req.true_cfg)
 
         def pack(raw: Tensor) -> Tensor:
             return pipe._pack_latents(raw, n, c, h, w)
