@@ -148,3 +148,10 @@ def test_json_text_input_is_validated_too():
     with pytest.raises(JobSpecError, match="Invalid JSON|json_invalid"):
         parse_spec("{not json")
     assert parse_spec(json.dumps(good_spec())).reference_view == 1
+
+
+def test_schema_in_docs_is_current():
+    from pathlib import Path
+
+    doc = Path(__file__).resolve().parent.parent / "docs" / "job_spec.schema.json"
+    assert json.loads(doc.read_text()) == json_schema(), "run: python -m backend schema --out docs/job_spec.schema.json"
