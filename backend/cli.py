@@ -34,6 +34,8 @@ def _common(p: argparse.ArgumentParser, kinds: tuple[str, ...], default_model: s
     p.add_argument("--height", type=int, default=None)
     p.add_argument("--guidance", type=float, default=None, help="CFG scale (Flux dev: distilled guidance)")
     p.add_argument("--negative-prompt", default="")
+    if "flux" in kinds:
+        p.add_argument("--true-cfg", type=float, default=1.0, help="Flux: real CFG scale with --negative-prompt (> 1 doubles the cost)")
     p.add_argument("--chain", action="store_true", help="couple prompts 0-1, 1-2, ... instead of all pairs")
     p.add_argument("--step", choices=["euler", "ddpm"], default=None, help="sampler step (default: Euler for flow models)")
     p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto")
@@ -71,7 +73,7 @@ def _spec_from_args(a: argparse.Namespace, task: str) -> dict:
     spec = {
         "task": task,
         "edit": {"prompts": a.prompt, "seeds": seeds, "negative_prompt": a.negative_prompt, "chain": a.chain},
-        "sampling": {"lam": a.lam, "steps": a.steps, "cfg_editor": a.guidance, "step": a.step},
+        "sampling": {"lam": a.lam, "steps": a.steps, "cfg_editor": a.guidance, "step": a.step, "true_cfg": getattr(a, "true_cfg", 1.0)},
         "models": {
             "generator": model,
             "source": a.model_path,

@@ -114,6 +114,7 @@ class Sampling(_Strict):
     seed: Seed = 0
     cfg_editor: float | None = Field(None, ge=0.0, le=50.0, description="editor / generator guidance; None: model default")
     cfg_multiview: float | None = Field(None, ge=0.0, le=50.0)
+    true_cfg: float = Field(1.0, ge=1.0, le=50.0, description="Flux: real CFG with edit.negative_prompt when > 1 (two calls per step)")
 
     @field_validator("lam")
     @classmethod

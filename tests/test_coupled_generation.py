@@ -71,6 +71,23 @@ def test_flux_dev_guidance_embedding_lam0_matches_pipeline():
     assert out.metadata["guidance"] == 4.0
 
 
+def test_flux_true_cfg_lam0_matches_pipeline(flux):
+    req = ImageRequest(PROMPTS, lam=0.0, seeds=[2, 3], steps=3, true_cfg=3.0, negative_prompt="blurry")
+    out = couple_images(flux, req)
+    ref = flux.pipe(
+        prompt=PROMPTS,
+        negative_prompt=["blurry"] * 2,
+        true_cfg_scale=3.0,
+        num_inference_steps=3,
+        height=64,
+        width=64,
+        generator=gens(2, 3),
+        max_sequence_length=32,
+        output_type="latent",
+    )
+    torch.testing.assert_close(out.latents, ref.images, rtol=1e-5, atol=1e-5)
+
+
 def test_sd_family_lam0_matches_stable_diffusion_pipeline_with_ddpm():
     from diffusers import DDPMScheduler
 

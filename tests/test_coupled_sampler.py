@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -391,3 +392,22 @@ def test_discrete_adapter_euler_step_matches_diffusers_ddim(prediction):
     p = Participant("sd", DiscreteDenoiser(model, table, prediction), (2, 4, 16, 16), sigmas=sig, seeds=4)
     out = sample_coupled([p], step="euler").latents["sd"]
     torch.testing.assert_close(out, x, rtol=1e-4, atol=1e-4)
+
+
+# --- SEVA's discretisation against the reference fixtures ---------------------------------------
+
+SEVA_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "seva"  # copied from shared/fixtures/seva
+
+
+@pytest.mark.parametrize("n", [1, 4, 5, 25, 50, 1000])
+def test_seva_schedule_matches_reference_bit_for_bit(n):
+    import json
+
+    from safetensors.torch import load_file
+
+    ref = load_file(SEVA_FIXTURES / "schedules.safetensors")
+    table = schedules.seva_sigma_table()
+    assert torch.equal(table.to(torch.float32), ref["denoiser_sigmas"])
+    ts = json.loads((SEVA_FIXTURES / "schedules.json").read_text())["timesteps_ascending"][f"n{n}"]
+    assert schedules.discrete_timesteps(1000, n, "seva").flip(0).tolist() == ts
+    assert torch.equal(schedules.discrete_schedule(table, n, "seva").to(torch.float32), ref[f"ddpm_sigmas_n{n}"])
