@@ -15,6 +15,7 @@ from pathlib import Path
 from . import __version__
 from .jobs import JobFolder, JobSpecError, dump_schema, parse_spec
 from .registry import MODELS
+from .runner import slug
 
 TINY = {"couple_images": "flux-tiny", "couple_videos": "wan-tiny"}
 
@@ -56,6 +57,27 @@ def build_parser() -> argparse.ArgumentParser:
     _common(cv, ("wan",), "wan-1.3b")
     cv.add_argument("--frames", type=int, default=None, help="4k+1 frames")
     cv.add_argument("--fps", type=int, default=16)
+    nv = sub.add_parser("novel-views", help="SEVA: images with cameras + target cameras -> an image per target")
+    nv.add_argument("--images", nargs="+", required=True, help="input images, in the order of --cameras")
+    nv.add_argument(
+        "--cameras", required=True, help="JSON: a list (or {'views': [...]}) of {c2w 4x4 OpenCV, K 3x3 pixels, width, height, name?}"
+    )
+    nv.add_argument("--targets", required=True, help="JSON: target cameras, same format")
+    nv.add_argument("--model", default="seva-1.1", choices=sorted(k for k, e in MODELS.items() if e.kind == "seva") + ["tiny"])
+    nv.add_argument("--model-path", default=None, help="local SEVA .safetensors file or folder")
+    nv.add_argument("--steps", type=int, default=50)
+    nv.add_argument("--cfg", type=float, default=2.0)
+    nv.add_argument("--cfg-min", type=float, default=1.2)
+    nv.add_argument("--guider", type=int, choices=[0, 1, 2], default=1)
+    nv.add_argument("--camera-scale", type=float, default=2.0)
+    nv.add_argument("--window", type=int, default=21, help="frames per SEVA call (T)")
+    nv.add_argument("--passes", type=int, choices=[1, 2], default=1, help="2: anchors first, then interpolation (orbits)")
+    nv.add_argument("--size", type=int, default=576, help="working short side")
+    nv.add_argument("--seed", type=int, default=23)
+    nv.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto")
+    nv.add_argument("--device", default="auto")
+    nv.add_argument("--out", required=True)
+    nv.add_argument("--overwrite", action="store_true")
     rj = sub.add_parser("run-job", help="run a job folder (job.json + inputs/) and write outputs/ + result.json")
     rj.add_argument("job_dir")
     vj = sub.add_parser("validate-job", help="check a job.json (or job folder) and print what is wrong")
@@ -89,6 +111,54 @@ def _spec_from_args(a: argparse.Namespace, task: str) -> dict:
     return spec
 
 
+def _read_cameras(path: str) -> list[dict]:
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    return data["views"] if isinstance(data, dict) else data
+
+
+def _novel_views(a: argparse.Namespace) -> int:
+    from PIL import Image
+
+    out = Path(a.out)
+    _prepare_out(out, a.overwrite)
+    cams, tgts = _read_cameras(a.cameras), _read_cameras(a.targets)
+    if len(cams) != len(a.images):
+        raise SystemExit(f"error: {len(a.images)} images but {len(cams)} cameras in {a.cameras}; give one camera per image, in order")
+    views, files = [], {}
+    for i, (img, cam) in enumerate(zip(a.images, cams, strict=True)):
+        w, h = Image.open(img).size
+        name = cam.get("name") or f"input_{i:03d}"
+        fname = f"{slug(name, 60)}{Path(img).suffix.lower()}"
+        files[fname] = img
+        views.append(
+            {"name": name, "width": cam.get("width", w), "height": cam.get("height", h), "K": cam["K"], "c2w": cam["c2w"], "image": fname}
+        )
+    for i, cam in enumerate(tgts):
+        views.append(
+            {"name": cam.get("name") or f"target_{i:03d}", "width": cam["width"], "height": cam["height"], "K": cam["K"], "c2w": cam["c2w"]}
+        )
+    spec = {
+        "task": "novel_views",
+        "views": views,
+        "sampling": {"steps": a.steps, "cfg_multiview": a.cfg, "seed": a.seed},
+        "models": {
+            "multiview": "seva-tiny" if a.model == "tiny" else a.model,
+            "source": a.model_path,
+            "dtype": a.dtype,
+            "device": a.device,
+        },
+        "multiview": {
+            "window": a.window,
+            "guider": a.guider,
+            "cfg_min": a.cfg_min,
+            "camera_scale": a.camera_scale,
+            "passes": a.passes,
+            "size": a.size,
+        },
+    }
+    return _run(spec, out, files)
+
+
 def _progress_printer():
     from tqdm import tqdm
 
@@ -118,23 +188,30 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
         shutil.rmtree(out)
 
 
-def _run(spec_dict: dict, out: Path) -> int:
+def _run(spec_dict: dict, out: Path, files: dict | None = None) -> int:
     from .runner import run_job
 
     spec = parse_spec(spec_dict)
-    job = JobFolder.create(out, spec)
+    job = JobFolder.create(out, spec, files)
     result = run_job(job, progress=_progress_printer())
     if result.status != "done":
         print(f"job {result.status}: {result.error}", file=sys.stderr)
         return 1
     meta = result.metadata
-    print(f"model: {meta.get('model')} ({meta.get('source')}, {meta.get('dtype')})")
+    where = meta.get("sources") or f"{meta.get('source')}, {meta.get('dtype')}"
+    print(f"model: {meta.get('model')} ({where})")
     for label in meta.get("labels", []):
         print(f"NOTE: {label}")
-    print(f"lam: {meta['request']['lam']}  seeds: {meta['request']['seeds']}  steps: {meta.get('steps')}")
-    print(f"sampling took {meta['timings_s']['sample']:.2f} s")
-    dist = ", ".join(f"{k}: {v:.3f}" for k, v in meta.get("latent_rms_distance", {}).items())
-    print(f"latent RMS distance between samples: {dist}")
+    if "request" in meta:
+        print(f"lam: {meta['request']['lam']}  seeds: {meta['request']['seeds']}  steps: {meta.get('steps')}")
+        print(f"sampling took {meta['timings_s']['sample']:.2f} s")
+        dist = ", ".join(f"{k}: {v:.3f}" for k, v in meta.get("latent_rms_distance", {}).items())
+        print(f"latent RMS distance between samples: {dist}")
+    else:
+        print(
+            f"{len(meta['targets'])} targets from {len(meta['inputs'])} inputs, plan {meta['plan']}, {meta['network_calls']} network calls"
+        )
+        print(f"took {meta['timings_s']['total']:.2f} s (sampling {meta['timings_s']['sampling']:.2f} s)")
     for o in result.outputs:
         print(f"wrote {out / o.path}")
     return 0
@@ -159,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
             return _couple(a, "couple_images")
         if a.command == "couple-videos":
             return _couple(a, "couple_videos")
+        if a.command == "novel-views":
+            return _novel_views(a)
         if a.command == "run-job":
             from .runner import run_job
 

@@ -133,6 +133,18 @@ class Edit(_Strict):
     chain: bool = Field(False, description="couple prompts in a chain (0-1, 1-2, ...) instead of all pairs")
 
 
+class Multiview(_Strict):
+    """SEVA settings (research/seva.md §4.5, §4.8); defaults are the reference demo's."""
+
+    window: int = Field(21, ge=2, le=64, description="frames per SEVA call (T)")
+    guider: int = Field(1, ge=0, le=2, description="0 vanilla CFG, 1 multiview, 2 multiview-temporal")
+    cfg_min: float = Field(1.2, ge=0.0, le=50.0)
+    camera_scale: float = Field(2.0, gt=0.0, le=100.0)
+    passes: int = Field(1, ge=1, le=2, description="2: anchors first, then interpolation (orbits, long trajectories)")
+    chunk_strategy: str = Field("", description="'' = nearest-gt (1 pass) / interp (2 passes)")
+    size: int = Field(576, ge=64, le=2048, description="working short side in pixels (long side to a multiple of 64)")
+
+
 class Output(_Strict):
     width: Side | None = None
     height: Side | None = None
@@ -167,6 +179,7 @@ class JobSpec(_Strict):
     sampling: Sampling = Field(default_factory=Sampling)
     models: Models = Field(default_factory=Models)
     output: Output = Field(default_factory=Output)
+    multiview: Multiview = Field(default_factory=Multiview)
 
     @field_validator("task")
     @classmethod
@@ -198,6 +211,12 @@ class JobSpec(_Strict):
             if gen is None or MODELS[gen].kind not in kinds:
                 allowed = sorted(k for k, e in MODELS.items() if e.kind in kinds)
                 raise ValueError(f"models.generator: task {self.task!r} needs one of {allowed}, got {gen!r}")
+        if self.task == "novel_views":
+            with_image = [v for v in self.views if v.image]
+            if not with_image or len(with_image) == len(self.views):
+                raise ValueError("views: task 'novel_views' needs input views with an image and target views without one")
+            if self.models.multiview is not None and MODELS[self.models.multiview].kind != "seva":
+                raise ValueError(f"models.multiview: {self.models.multiview!r} is not a SEVA model")
         if self.task == "couple_videos" and self.output.frames is not None and (self.output.frames - 1) % 4:
             raise ValueError(f"output.frames must be 4k+1 for video (Wan's VAE), got {self.output.frames}")
         return self

