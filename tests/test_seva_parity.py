@@ -424,3 +424,10 @@ def test_loader_keeps_or_casts_dtype(tmp_path, main_config):
     half = load_seva(str(folder), dtype=torch.bfloat16)
     assert {p.dtype for p in half.parameters()} == {torch.bfloat16}
     assert not any(p.is_meta for p in half.parameters())
+    # and the bf16 network runs (GroupNorms in float32) close to the float32 one
+    d = st("forward_square.safetensors")
+    with torch.no_grad():
+        ref = load_seva(str(folder))(d["in/x"], d["in/t"], d["in/y"], d["in/dense_y"])
+        out = half(d["in/x"].bfloat16(), d["in/t"], d["in/y"], d["in/dense_y"])
+    assert out.dtype == torch.bfloat16
+    assert float((out.float() - ref).abs().mean()) < 0.05 * float(ref.abs().mean())

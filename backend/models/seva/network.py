@@ -55,7 +55,9 @@ class GroupNorm32(nn.GroupNorm):
     """GroupNorm computed in float32 and cast back (ResBlocks and the output head)."""
 
     def forward(self, x: Tensor) -> Tensor:
-        return super().forward(x.float()).type(x.dtype)
+        w = self.weight.float() if self.weight is not None else None
+        b = self.bias.float() if self.bias is not None else None
+        return F.group_norm(x.float(), self.num_groups, w, b, self.eps).type(x.dtype)
 
 
 class Attention(nn.Module):
