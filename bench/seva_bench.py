@@ -40,7 +40,15 @@ SD21_VAE = dict(
     norm_num_groups=32,
     sample_size=768,
 )
-CLIP_H14 = dict(hidden_size=1280, intermediate_size=5120, num_attention_heads=16, num_hidden_layers=32, image_size=224, patch_size=14, projection_dim=1024)
+CLIP_H14 = dict(
+    hidden_size=1280,
+    intermediate_size=5120,
+    num_attention_heads=16,
+    num_hidden_layers=32,
+    image_size=224,
+    patch_size=14,
+    projection_dim=1024,
+)
 
 
 def build(fn, device, dtype):
@@ -180,6 +188,9 @@ def main() -> None:
     net = build(lambda: SevaNet(cfg), device, dtype)
     res["params"] = sum(p.numel() for p in net.parameters())
     if "network" in only:
+        res["network_eager_nchw"] = bench_network(net, cfg, args, device, dtype, compiled=False)
+        print(json.dumps(res["network_eager_nchw"]), flush=True)
+        net.use_channels_last()
         res["network_eager"] = bench_network(net, cfg, args, device, dtype, compiled=False)
         print(json.dumps(res["network_eager"]), flush=True)
         if not args.no_compile:
@@ -189,12 +200,25 @@ def main() -> None:
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     vae_cfg = dict(SD21_VAE, block_out_channels=[4, 4, 4, 4], norm_num_groups=2, layers_per_block=1) if args.tiny else SD21_VAE
+    net.use_channels_last(device.type == "cuda")
     vae = build(lambda: AutoencoderKL(**vae_cfg), device, torch.float32)
     if "vae" in only:
         res["vae_fp32"] = bench_vae(vae, args, device)
         print(json.dumps(res["vae_fp32"]), flush=True)
     if "window" in only:
-        clip_cfg = dict(CLIP_H14, projection_dim=cfg.context_dim) if not args.tiny else dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2, image_size=32, patch_size=8, projection_dim=64)
+        clip_cfg = (
+            dict(CLIP_H14, projection_dim=cfg.context_dim)
+            if not args.tiny
+            else dict(
+                hidden_size=32,
+                intermediate_size=37,
+                num_attention_heads=4,
+                num_hidden_layers=2,
+                image_size=32,
+                patch_size=8,
+                projection_dim=64,
+            )
+        )
         clip = build(lambda: CLIPVisionModelWithProjection(CLIPVisionConfig(**clip_cfg)), device, dtype)
         model = SevaModel(net, SevaVAE(vae, chunk=1), ClipConditioner(clip), ["random weights"], {})
         res["window"] = bench_window(model, args, device)

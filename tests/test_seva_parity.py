@@ -96,8 +96,10 @@ def test_depth2_config_key_shapes():
     assert got == cfg["state_dict_shapes"]
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("case", ["forward_square", "forward_nonsquare"])
-def test_network_forward_every_block(net, case):
+def test_network_forward_every_block(net, case, channels_last):
+    net.use_channels_last(channels_last)
     d = st(f"{case}.safetensors")
     T = js("forward_cases.json")[case]["num_frames_passed"]
     outputs = {}
@@ -122,6 +124,7 @@ def test_network_forward_every_block(net, case):
             checked += 1
     assert checked >= 25
     close(out, d["out"], 1e-5, 1e-4)
+    net.use_channels_last(False)
 
 
 @pytest.mark.parametrize("depth", ["depth1", "depth2"])

@@ -157,17 +157,16 @@ def sample_euler_edm(
     batch = {k: v.to(x.device) for k, v in cfg_batch(uncond, cond).items()}
     n = len(sigmas) - 1
     for i in range(n):
-        s = sigmas[i].to(torch.float32).reshape(1)
-        s_hat = s + torch.tensor([1e-6], dtype=torch.float32)  # float32 add: 0 effect above sigma 32
+        s = sigmas[i].to(x.device, torch.float32).reshape(1)
+        s_hat = s + torch.tensor([1e-6], dtype=torch.float32, device=x.device)  # float32 add: 0 effect above sigma 32
         eps = noise(i, x)
-        x = x + eps * torch.sqrt(s_hat**2 - s**2).to(x.device)
-        sig = s_hat.to(x.device).expand(2 * T)
+        x = x + eps * torch.sqrt(s_hat**2 - s**2)
         with torch.no_grad():
-            d_batch = denoiser(torch.cat([x, x]), sig, batch, T)
+            d_batch = denoiser(torch.cat([x, x]), s_hat.expand(2 * T), batch, T)
         d = guide(d_batch, scales)
-        x_next = x + (sigmas[i + 1].to(x.device) - s_hat.to(x.device)) * (x - d) / s_hat.to(x.device)
+        x_next = x + (sigmas[i + 1].to(x.device) - s_hat) * (x - d) / s_hat
         if record is not None:
-            record.append(StepRecord(s_hat, x, d_batch, d, x_next))
+            record.append(StepRecord(s_hat.cpu(), x, d_batch, d, x_next))
         x = x_next
         if callback:
             callback(i + 1, n)
