@@ -94,10 +94,14 @@ class GEGLU(nn.Module):
     def __init__(self, dim_in: int, dim_out: int) -> None:
         super().__init__()
         self.proj = nn.Linear(dim_in, dim_out * 2)
+        self.dim_out = dim_out
 
     def forward(self, x: Tensor) -> Tensor:
-        u, g = self.proj(x).chunk(2, dim=-1)
-        return u * F.gelu(g)
+        # two half GEMMs instead of chunking one output: both halves come out contiguous, so the
+        # GELU and the product run as vectorised kernels (same weights, same math)
+        w, b, n = self.proj.weight, self.proj.bias, self.dim_out
+        g = F.gelu(F.linear(x, w[n:], b[n:]))
+        return g.mul_(F.linear(x, w[:n], b[:n]))
 
 
 class FeedForward(nn.Module):
@@ -138,14 +142,23 @@ class TransformerBlockTimeMix(nn.Module):
         self.norm1, self.norm2, self.norm3 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
 
     def forward(self, x: Tensor, time_context: Tensor, num_frames: int) -> Tensor:
-        bt, s, c = x.shape
-        b = bt // num_frames
-        x = x.view(b, num_frames, s, c).transpose(1, 2).reshape(b * s, num_frames, c)
+        """x (B·T, S, C); ``time_context`` (B·T, 1, ctx): each sample's first-frame token, per frame.
+
+        Norms and feed-forwards are per token, so only the self-attention needs the frame axis;
+        it attends over T through strided views instead of transposing the whole activation.
+        """
         x = self.ff_in(self.norm_in(x)) + x
-        x = self.attn1(self.norm1(x)) + x
+        x = self._frame_attention(self.norm1(x), num_frames) + x
         x = self.attn2(self.norm2(x), time_context) + x
-        x = self.ff(self.norm3(x))
-        return x.view(b, s, num_frames, c).transpose(1, 2).reshape(bt, s, c)
+        return self.ff(self.norm3(x))
+
+    def _frame_attention(self, x: Tensor, t: int) -> Tensor:
+        a = self.attn1
+        bt, s, c = x.shape
+        b, h = bt // t, a.heads
+        q, k, v = (f(x).view(b, t, s, h, -1).permute(0, 2, 3, 1, 4) for f in (a.to_q, a.to_k, a.to_v))  # (B, S, h, T, d)
+        out = F.scaled_dot_product_attention(q, k, v)
+        return a.to_out(out.permute(0, 3, 1, 2, 4).reshape(bt, s, -1))
 
 
 class MultiviewTransformer(nn.Module):
@@ -162,7 +175,7 @@ class MultiviewTransformer(nn.Module):
         bt, c, rh, rw = x.shape
         s, t = rh * rw, num_frames
         b = bt // t
-        time_context = context[::t].repeat_interleave(s, dim=0)  # first frame's token of each sample
+        time_context = context[::t].repeat_interleave(t, dim=0)  # first frame's token of each sample, per frame
         spatial_context = context[::t] if self.joint_3d else context
         x_in = x
         x = self.norm(x).permute(0, 2, 3, 1).reshape(bt, s, c)
