@@ -1,7 +1,7 @@
 """SEVA at its real shape on a GPU (random weights): network call speed, memory, VAE decode, whole window.
 
-    python bench/seva_bench.py --out seva.json                 # eager + compiled network, VAE, window
-    python bench/seva_bench.py --tiny --device cpu --no-compile   # plumbing check
+    python bench/seva_bench.py --compile blocks --out seva.json   # eager + regionally compiled network, VAE, window
+    python bench/seva_bench.py --tiny --device cpu --compile none   # plumbing check
 
 Network call: 576², T = 21, CFG batch 42 (76.9 TFLOP per call). Reference figures on one H100
 (research/seva.md §6 and the SEVA issue): eager fp16-autocast 0.387 s/call, compiled 0.247 s
@@ -85,7 +85,7 @@ def time_calls(fn, n: int, device) -> float:
     return (time.perf_counter() - t0) / n
 
 
-def bench_network(net, cfg, args, device, dtype, compiled: bool) -> dict:
+def bench_network(net, cfg, args, device, dtype, compiled: bool | str) -> dict:
     T, h = args.T, args.size // 8
     b = 2 * T
     g = torch.Generator().manual_seed(0)
@@ -93,7 +93,10 @@ def bench_network(net, cfg, args, device, dtype, compiled: bool) -> dict:
     t = torch.randint(0, 1000, (b,), generator=g).to(device)
     ctx = torch.randn(b, 1, cfg.context_dim, generator=g).to(device, dtype)
     dense = torch.randn(b, 6, h, h, generator=g).to(device, dtype)
-    model = torch.compile(net) if compiled else net
+    if compiled == "blocks":
+        model = net.compile_blocks()
+    else:
+        model = torch.compile(net) if compiled else net
     weights = torch.cuda.memory_allocated() / GiB if device.type == "cuda" else float("nan")
     reset_peak(device)
     t0 = time.perf_counter()
@@ -164,7 +167,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--window-steps", type=int, default=4)
     ap.add_argument("--tiny", action="store_true")
-    ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--compile", choices=["none", "full", "blocks", "both"], default="both")
+    ap.add_argument("--channels-last", action="store_true", help="also time NHWC activations")
     ap.add_argument("--only", default="network,vae,window")
     ap.add_argument("--out", default=None)
     ap.add_argument("--commit", default=os.environ.get("COMMIT"))
@@ -188,19 +192,23 @@ def main() -> None:
     net = build(lambda: SevaNet(cfg), device, dtype)
     res["params"] = sum(p.numel() for p in net.parameters())
     if "network" in only:
-        res["network_eager_nchw"] = bench_network(net, cfg, args, device, dtype, compiled=False)
-        print(json.dumps(res["network_eager_nchw"]), flush=True)
-        net.use_channels_last()
         res["network_eager"] = bench_network(net, cfg, args, device, dtype, compiled=False)
         print(json.dumps(res["network_eager"]), flush=True)
-        if not args.no_compile:
+        if args.channels_last:
+            net.use_channels_last()
+            res["network_eager_channels_last"] = bench_network(net, cfg, args, device, dtype, compiled=False)
+            print(json.dumps(res["network_eager_channels_last"]), flush=True)
+            net.use_channels_last(False)
+        if args.compile in ("full", "both"):
             res["network_compiled"] = bench_network(net, cfg, args, device, dtype, compiled=True)
             print(json.dumps(res["network_compiled"]), flush=True)
+        if args.compile in ("blocks", "both"):
+            res["network_compiled_blocks"] = bench_network(net, cfg, args, device, dtype, compiled="blocks")
+            print(json.dumps(res["network_compiled_blocks"]), flush=True)
     from diffusers import AutoencoderKL
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     vae_cfg = dict(SD21_VAE, block_out_channels=[4, 4, 4, 4], norm_num_groups=2, layers_per_block=1) if args.tiny else SD21_VAE
-    net.use_channels_last(device.type == "cuda")
     vae = build(lambda: AutoencoderKL(**vae_cfg), device, torch.float32)
     if "vae" in only:
         res["vae_fp32"] = bench_vae(vae, args, device)

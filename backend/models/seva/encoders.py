@@ -115,8 +115,6 @@ def load_seva_model(
     from .loader import load_seva
 
     net = load_seva(model, dtype=dtype, device=device)
-    if torch.device(device).type == "cuda":
-        net.use_channels_last()
     vae_entry, clip_entry = MODELS.get(vae), MODELS.get(clip)
     vae_repo = vae_entry.repo if vae_entry else vae
     clip_repo = clip_entry.repo if clip_entry else clip

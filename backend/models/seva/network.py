@@ -142,23 +142,15 @@ class TransformerBlockTimeMix(nn.Module):
         self.norm1, self.norm2, self.norm3 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
 
     def forward(self, x: Tensor, time_context: Tensor, num_frames: int) -> Tensor:
-        """x (B·T, S, C); ``time_context`` (B·T, 1, ctx): each sample's first-frame token, per frame.
-
-        Norms and feed-forwards are per token, so only the self-attention needs the frame axis;
-        it attends over T through strided views instead of transposing the whole activation.
-        """
-        x = self.ff_in(self.norm_in(x)) + x
-        x = self._frame_attention(self.norm1(x), num_frames) + x
-        x = self.attn2(self.norm2(x), time_context) + x
-        return self.ff(self.norm3(x))
-
-    def _frame_attention(self, x: Tensor, t: int) -> Tensor:
-        a = self.attn1
+        """x (B·T, S, C) -> (B·T, S, C); ``time_context`` (B·S, 1, ctx), each sample's first-frame token."""
         bt, s, c = x.shape
-        b, h = bt // t, a.heads
-        q, k, v = (f(x).view(b, t, s, h, -1).permute(0, 2, 3, 1, 4) for f in (a.to_q, a.to_k, a.to_v))  # (B, S, h, T, d)
-        out = F.scaled_dot_product_attention(q, k, v)
-        return a.to_out(out.permute(0, 3, 1, 2, 4).reshape(bt, s, -1))
+        b = bt // num_frames
+        x = x.view(b, num_frames, s, c).transpose(1, 2).reshape(b * s, num_frames, c)
+        x = self.ff_in(self.norm_in(x)) + x
+        x = self.attn1(self.norm1(x)) + x
+        x = self.attn2(self.norm2(x), time_context) + x
+        x = self.ff(self.norm3(x))
+        return x.view(b, s, num_frames, c).transpose(1, 2).reshape(bt, s, c)
 
 
 class MultiviewTransformer(nn.Module):
@@ -175,7 +167,7 @@ class MultiviewTransformer(nn.Module):
         bt, c, rh, rw = x.shape
         s, t = rh * rw, num_frames
         b = bt // t
-        time_context = context[::t].repeat_interleave(t, dim=0)  # first frame's token of each sample, per frame
+        time_context = context[::t].repeat_interleave(s, dim=0)  # first frame's token of each sample
         spatial_context = context[::t] if self.joint_3d else context
         x_in = x
         x = self.norm(x).permute(0, 2, 3, 1).reshape(bt, s, c)
@@ -291,6 +283,17 @@ class SevaNet(nn.Module):
                 self.output_blocks.append(SevaBlock(*layers))
         self.out = nn.Sequential(GroupNorm32(32, ch), nn.SiLU(), nn.Conv2d(ch, cfg.out_channels, 3, padding=1))
         self.channels_last = False
+
+    def compile_blocks(self, **kwargs) -> SevaNet:
+        """Regional ``torch.compile``: every ResBlock and transformer on its own.
+
+        Blocks of one class and shape share compiled code, so the wait is a fraction of compiling
+        the whole network, for most of its speed-up.
+        """
+        for m in self.modules():
+            if isinstance(m, (ResBlock, MultiviewTransformer)):
+                m.compile(**kwargs)
+        return self
 
     def use_channels_last(self, enabled: bool = True) -> SevaNet:
         """NHWC activations: faster 16-bit convolutions on GPUs, and the transformers' token views become free."""
