@@ -1,7 +1,8 @@
 """SEVA at its real shape on a GPU (random weights): network call speed, memory, VAE decode, whole window.
 
-    python bench/seva_bench.py --compile blocks --out seva.json   # eager + regionally compiled network, VAE, window
-    python bench/seva_bench.py --tiny --device cpu --compile none   # plumbing check
+    python bench/seva_bench.py --out seva.json                # eager network, VAE decode, whole window
+    python bench/seva_bench.py --compile --only network        # + torch.compile (about 100 s of compiling)
+    python bench/seva_bench.py --tiny --device cpu             # plumbing check
 
 Network call: 576², T = 21, CFG batch 42 (76.9 TFLOP per call). Reference figures on one H100
 (research/seva.md §6 and the SEVA issue): eager fp16-autocast 0.387 s/call, compiled 0.247 s
@@ -85,7 +86,7 @@ def time_calls(fn, n: int, device) -> float:
     return (time.perf_counter() - t0) / n
 
 
-def bench_network(net, cfg, args, device, dtype, compiled: bool | str) -> dict:
+def bench_network(net, cfg, args, device, dtype, compiled: bool) -> dict:
     T, h = args.T, args.size // 8
     b = 2 * T
     g = torch.Generator().manual_seed(0)
@@ -93,10 +94,7 @@ def bench_network(net, cfg, args, device, dtype, compiled: bool | str) -> dict:
     t = torch.randint(0, 1000, (b,), generator=g).to(device)
     ctx = torch.randn(b, 1, cfg.context_dim, generator=g).to(device, dtype)
     dense = torch.randn(b, 6, h, h, generator=g).to(device, dtype)
-    if compiled == "blocks":
-        model = net.compile_blocks()
-    else:
-        model = torch.compile(net) if compiled else net
+    model = torch.compile(net) if compiled else net
     weights = torch.cuda.memory_allocated() / GiB if device.type == "cuda" else float("nan")
     reset_peak(device)
     t0 = time.perf_counter()
@@ -167,7 +165,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--window-steps", type=int, default=4)
     ap.add_argument("--tiny", action="store_true")
-    ap.add_argument("--compile", choices=["none", "full", "blocks", "both"], default="both")
+    ap.add_argument("--compile", action="store_true", help="also time torch.compile of the whole network")
     ap.add_argument("--channels-last", action="store_true", help="also time NHWC activations")
     ap.add_argument("--only", default="network,vae,window")
     ap.add_argument("--out", default=None)
@@ -199,12 +197,9 @@ def main() -> None:
             res["network_eager_channels_last"] = bench_network(net, cfg, args, device, dtype, compiled=False)
             print(json.dumps(res["network_eager_channels_last"]), flush=True)
             net.use_channels_last(False)
-        if args.compile in ("full", "both"):
+        if args.compile:
             res["network_compiled"] = bench_network(net, cfg, args, device, dtype, compiled=True)
             print(json.dumps(res["network_compiled"]), flush=True)
-        if args.compile in ("blocks", "both"):
-            res["network_compiled_blocks"] = bench_network(net, cfg, args, device, dtype, compiled="blocks")
-            print(json.dumps(res["network_compiled_blocks"]), flush=True)
     from diffusers import AutoencoderKL
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 

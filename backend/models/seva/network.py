@@ -284,17 +284,6 @@ class SevaNet(nn.Module):
         self.out = nn.Sequential(GroupNorm32(32, ch), nn.SiLU(), nn.Conv2d(ch, cfg.out_channels, 3, padding=1))
         self.channels_last = False
 
-    def compile_blocks(self, **kwargs) -> SevaNet:
-        """Regional ``torch.compile``: every ResBlock and transformer on its own.
-
-        Blocks of one class and shape share compiled code, so the wait is a fraction of compiling
-        the whole network, for most of its speed-up.
-        """
-        for m in self.modules():
-            if isinstance(m, (ResBlock, MultiviewTransformer)):
-                m.compile(**kwargs)
-        return self
-
     def use_channels_last(self, enabled: bool = True) -> SevaNet:
         """NHWC activations: faster 16-bit convolutions on GPUs, and the transformers' token views become free."""
         self.channels_last = enabled
