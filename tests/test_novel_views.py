@@ -137,3 +137,17 @@ def test_cli_novel_views_end_to_end(tmp_path):
     result = json.loads((out / "result.json").read_text())
     assert result["status"] == "done" and {o["view"] for o in result["outputs"] if o["view"]} == {f"orbit {i}" for i in range(1, 8)}
     assert json.loads((out / "job.json").read_text())["views"][0]["image"] == "front.png"
+
+
+def test_vae_wrapper_is_scaled_posterior_mean_and_chunking_changes_nothing(model):
+    imgs = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    from backend.models.seva.encoders import VAE_SCALE, SevaVAE
+
+    vae = model.vae.vae
+    with torch.no_grad():
+        ref = vae.encode(imgs).latent_dist.mean * VAE_SCALE
+        dec_ref = vae.decode(ref / VAE_SCALE).sample
+    for chunk in (1, 2, 3):
+        torch.testing.assert_close(SevaVAE(vae, chunk).encode(imgs), ref, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(SevaVAE(vae, chunk).decode(ref), dec_ref, rtol=1e-5, atol=1e-6)
+    assert VAE_SCALE == 0.18215

@@ -179,6 +179,9 @@ class _WindowRunner:
         uncond, cond = build_conditioning(wc.plucker, cond_mask, latents.cpu(), clip.cpu())
         scales = guidance_scales(s.guider, s.cfg, s.cfg_min, wc.c2w, wc.K, cond_mask)
         h, w = self.hw[0] // 8, self.hw[1] // 8
+        # the reference's RNG order per window: an image-shaped draw it multiplies by 0, the initial
+        # latent noise, then one draw per step -- all from one CPU generator here
+        torch.randn((T, 3, *self.hw), generator=self.gen)
         x = torch.randn((T, 4, h, w), generator=self.gen) * math.sqrt(1 + float(self.sigmas[0]) ** 2)
 
         def noise(i: int, x: Tensor) -> Tensor:
