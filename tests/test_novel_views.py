@@ -149,5 +149,5 @@ def test_vae_wrapper_is_scaled_posterior_mean_and_chunking_changes_nothing(model
         dec_ref = vae.decode(ref / VAE_SCALE).sample
     for chunk in (1, 2, 3):
         torch.testing.assert_close(SevaVAE(vae, chunk).encode(imgs), ref, rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(SevaVAE(vae, chunk).decode(ref), dec_ref, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(SevaVAE(vae, chunk).decode(ref), dec_ref, rtol=1e-4, atol=1e-5)
     assert VAE_SCALE == 0.18215
