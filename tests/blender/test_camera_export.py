@@ -154,9 +154,8 @@ def _marker_scene(scene, cfg, positions):
 
 @pytest.mark.parametrize("cfg", [CONFIGS[1], CONFIGS[5], (120, 90, 100, 1, 1.25, "AUTO", 35, 36, 24, 0.1, -0.05)])
 def test_rendered_marker_centroids_match_projection(cameras_mod, empty_scene, cfg, tmp_path):
-    from PIL import Image
-
     from coupled_edit.scene_io.camera_math import project
+    from PIL import Image
 
     cam = setup_camera(empty_scene, cfg)
     K, c2w = cameras_mod.camera_matrices(cam, empty_scene)
