@@ -22,7 +22,8 @@ def addon(tmp_path_factory):
     mod = addon_utils.enable("coupled_edit", default_set=True, handle_error=None)
     assert mod is not None
     yield mod
-    addon_utils.disable("coupled_edit", default_set=True)
+    if "coupled_edit" in bpy.context.preferences.addons:
+        addon_utils.disable("coupled_edit", default_set=True)
     sys.path.remove(str(link_dir))
 
 
