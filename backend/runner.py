@@ -224,13 +224,12 @@ def _novel_views(spec: JobSpec, job: JobFolder, rep: _Reporter, should_cancel, c
         passes=mv.passes,
         strategy=mv.chunk_strategy,
     )
-    total = settings.steps
 
     def on_step(label: str, i: int, n: int) -> None:
         rep.emit("sampling", i, n, label, None)
 
     res = novel_views(model, inputs, [pv for _, pv in targets], settings, callback=on_step, should_cancel=should_cancel)
-    rep.emit("writing", total=total)
+    rep.emit("writing")
     outputs, pils = [], []
     for (v, _), img in zip(targets, res.images, strict=True):
         pil = tensor_to_pil(img).resize((v.width, v.height), resample=3)  # back to the view's own size

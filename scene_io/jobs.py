@@ -1,0 +1,141 @@
+"""Running a rig job from Blender without freezing it (research/blender.md §5).
+
+Main thread: ``tick()`` renders one view per call, then drains the worker's progress queue.
+Worker thread: the backend's ``run_job`` on the job folder; it never touches bpy. Cancel stops
+rendering at once (settings restored) or the sampler between two steps. In the GUI ``tick`` is a
+``bpy.app.timers`` callback; tests and ``blender -b`` scripts pump it by hand or call ``run()``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import bpy
+
+from .export import build_spec, safe_name, write_job
+from .render import ViewRenderer
+
+TICK_S = 0.1
+
+
+@dataclass
+class JobStatus:
+    state: str = "rendering"  # rendering, running, done, failed, cancelled
+    stage: str = "rendering"
+    fraction: float = 0.0
+    message: str = ""
+    eta_s: float | None = None
+    result: dict | None = field(default=None, repr=False)
+
+    @property
+    def finished(self) -> bool:
+        return self.state in ("done", "failed", "cancelled")
+
+
+def backend_module(name: str):
+    """``<extension>.backend.<name>``, wherever the extension is installed."""
+    return importlib.import_module(f"{__package__.rsplit('.', 1)[0]}.backend.{name}")
+
+
+class RigJob:
+    def __init__(
+        self,
+        scene: bpy.types.Scene,
+        cameras: Sequence[bpy.types.Object],
+        folder: Path,
+        task: str,
+        render: Sequence[bool] | None = None,
+        **sections,
+    ) -> None:
+        self.scene, self.cameras, self.folder, self.task, self.sections = scene, list(cameras), Path(folder), task, sections
+        if (self.folder / "job.json").exists():
+            raise FileExistsError(f"{self.folder} already holds a job; choose a new folder")
+        mask = list(render) if render is not None else [True] * len(self.cameras)
+        self.to_render = [c for c, r in zip(self.cameras, mask, strict=True) if r]
+        self.names = [safe_name(c.name) for c in self.to_render]
+        self.renderer = ViewRenderer(scene, self.to_render, self.folder / "inputs", self.names)
+        self.status = JobStatus(message=f"rendering 0/{len(self.to_render)} views")
+        self._events: queue.Queue = queue.Queue()
+        self._cancel = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._started = time.perf_counter()
+
+    # -- main thread ---------------------------------------------------------------------------
+    def tick(self) -> float | None:
+        """Advance; returns the delay until the next call, or None when finished (timer protocol)."""
+        st = self.status
+        if st.finished:
+            return None
+        if st.state == "rendering":
+            if self._cancel.is_set():
+                return self._finish_cancelled()
+            more = self.renderer.step()
+            st.fraction = 0.1 * len(self.renderer.done) / len(self.to_render)
+            st.message = f"rendering {len(self.renderer.done)}/{len(self.to_render)} views"
+            if more:
+                return 0.0
+            self._start_worker()
+            return TICK_S
+        self._drain()
+        if self._thread is not None and not self._thread.is_alive():
+            self._drain()
+            self._finish()
+            return None
+        return TICK_S
+
+    def cancel(self) -> None:
+        self._cancel.set()
+        if self.status.state == "rendering":
+            self._finish_cancelled()
+
+    def run(self, poll_s: float = 0.05) -> JobStatus:
+        """Blocking: for scripts and ``blender -b``."""
+        while (delay := self.tick()) is not None:
+            time.sleep(min(delay, poll_s))
+        return self.status
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _start_worker(self) -> None:
+        images = {c.name: f"{n}.png" for c, n in zip(self.to_render, self.names, strict=True)}
+        write_job(self.folder, build_spec(self.scene, self.cameras, images, self.task, **self.sections))
+        self.status.state, self.status.stage, self.status.message = "running", "loading", "starting the backend"
+        jobs, runner = backend_module("jobs"), backend_module("runner")
+
+        def work() -> None:
+            runner.run_job(jobs.JobFolder(self.folder), progress=self._events.put, should_cancel=self._cancel.is_set)
+
+        self._thread = threading.Thread(target=work, name="coupled-edit-job", daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        st = self.status
+        while True:
+            try:
+                ev = self._events.get_nowait()
+            except queue.Empty:
+                return
+            st.stage = ev.stage
+            if ev.stage == "sampling" and ev.total:
+                st.fraction = max(st.fraction, 0.1 + 0.85 * ev.step / ev.total)  # the last 5 %: decode and write
+            st.eta_s = ev.eta_s
+            st.message = ev.message or ev.stage
+
+    def _finish(self) -> None:
+        import json
+
+        result = json.loads((self.folder / "result.json").read_text(encoding="utf-8"))
+        st = self.status
+        st.result, st.state = result, result["status"] if result["status"] in ("done", "cancelled") else "failed"
+        st.fraction = 1.0 if st.state == "done" else st.fraction
+        st.message = {"done": f"done in {time.perf_counter() - self._started:.1f} s"}.get(st.state, result.get("error") or st.state)
+
+    def _finish_cancelled(self) -> None:
+        self.renderer.close()  # scene settings back as they were
+        self.status.state, self.status.message = "cancelled", "cancelled while rendering"
+        return None
