@@ -6,9 +6,9 @@ tests enable it with ``addon_utils.enable`` (see tests/test_extension.py).
 
 import bpy
 
-from . import operators, panels, preferences
+from . import operators, panels, preferences, properties
 
-_modules = (preferences, operators, panels)
+_modules = (preferences, properties, operators, panels)
 
 
 def register() -> None:

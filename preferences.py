@@ -1,4 +1,10 @@
-"""Add-on preferences: where the backend runs."""
+"""Add-on preferences: where model weights live and whether the hub may be reached.
+
+Jobs run in-process (a worker thread of Blender's Python). The separate server backend is a
+later issue; its settings are added with it.
+"""
+
+import os
 
 import bpy
 
@@ -6,26 +12,33 @@ import bpy
 class CoupledEditPreferences(bpy.types.AddonPreferences):
     bl_idname = __package__
 
-    backend: bpy.props.EnumProperty(
-        name="Backend",
-        items=[
-            ("SERVER", "Server", "Run models in a separate Python process (local or LAN) over HTTP"),
-            ("IN_PROCESS", "In Blender", "Run models inside Blender's Python (torch must import there)"),
-        ],
-        default="SERVER",
+    model_cache: bpy.props.StringProperty(
+        name="Model Cache",
+        subtype="DIR_PATH",
+        description="Hugging Face cache folder for model weights (empty: the default, HF_HOME or ~/.cache/huggingface)",
     )
-    server_url: bpy.props.StringProperty(name="Server URL", default="http://127.0.0.1:8765")
-    server_python: bpy.props.StringProperty(name="Server Python", description="Interpreter with torch + diffusers", subtype="FILE_PATH")
+    offline: bpy.props.BoolProperty(
+        name="Offline",
+        default=False,
+        description="Never contact the model hub; use only weights already in the cache",
+    )
 
     def draw(self, context):
-        layout = self.layout
-        layout.prop(self, "backend")
-        layout.prop(self, "server_url")
-        layout.prop(self, "server_python")
+        self.layout.prop(self, "model_cache")
+        self.layout.prop(self, "offline")
 
 
 def get(context) -> CoupledEditPreferences:
     return context.preferences.addons[__package__].preferences
+
+
+def apply_environment(context) -> None:
+    """Hand the preferences to the backend (huggingface_hub reads these variables)."""
+    prefs = get(context)
+    if prefs.model_cache:
+        os.environ["HF_HOME"] = bpy.path.abspath(prefs.model_cache)
+    if prefs.offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"
 
 
 def register() -> None:

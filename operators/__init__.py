@@ -1,10 +1,16 @@
-"""Operators stay thin: they gather scene state, call pure functions, and report."""
+"""Operators stay thin: they gather scene state, call scene_io / backend functions, and report."""
 
 import bpy
 
-from . import check_backend
+from . import check_backend, rig_ops
 
-_classes = (check_backend.COUPLED_EDIT_OT_check_backend,)
+_classes = (
+    check_backend.COUPLED_EDIT_OT_check_backend,
+    rig_ops.COUPLED_EDIT_OT_build_turntable,
+    rig_ops.COUPLED_EDIT_OT_run,
+    rig_ops.COUPLED_EDIT_OT_cancel,
+    rig_ops.COUPLED_EDIT_OT_apply_strips,
+)
 
 
 def register() -> None:

@@ -21,7 +21,7 @@ class COUPLED_EDIT_OT_check_backend(bpy.types.Operator):
     def execute(self, context):
         missing = missing_modules()
         if missing:
-            self.report({"WARNING"}, f"In-process backend unavailable (missing: {', '.join(missing)}); use the Server backend")
+            self.report({"WARNING"}, f"In-process backend unavailable: install {', '.join(missing)} into Blender's Python")
             return {"FINISHED"}
         backend = importlib.import_module(f"{__package__.rsplit('.', 1)[0]}.backend")
         self.report({"INFO"}, f"In-process backend {backend.__version__} ready")

@@ -3,6 +3,7 @@
 import bpy
 
 from .. import preferences
+from ..operators import rig_ops
 
 
 class VIEW3D_PT_coupled_edit(bpy.types.Panel):
@@ -13,8 +14,36 @@ class VIEW3D_PT_coupled_edit(bpy.types.Panel):
 
     def draw(self, context):
         layout = self.layout
+        s = context.scene.coupled_edit
+        box = layout.box()
+        box.label(text="Rig", icon="CAMERA_DATA")
+        box.prop(s, "rig_source")
+        if s.rig_source == "COLLECTION":
+            box.prop(s, "rig_collection")
+        row = box.row(align=True)
+        row.prop(s, "turntable_count")
+        row.prop(s, "turntable_elevation")
+        box.prop(s, "turntable_lens")
+        box.operator("coupled_edit.build_turntable", icon="CON_ROTLIKE")
+        box = layout.box()
+        box.label(text="Task", icon="SHADERFX")
+        for name in ("task", "model", "steps", "guidance", "seed", "working_size", "output_dir"):
+            box.prop(s, name)
+        job = rig_ops.ACTIVE.get(context.scene.name)
+        if job is not None:
+            st = job.status
+            eta = f", {st.eta_s:.0f} s left" if st.eta_s else ""
+            layout.progress(factor=st.fraction, type="BAR", text=f"{st.message}{eta}")
+            layout.operator("coupled_edit.cancel", icon="CANCEL")
+        else:
+            layout.operator("coupled_edit.run", icon="PLAY")
+        if s.last_job:
+            box = layout.box()
+            box.label(text="Last result", icon="IMAGE_DATA")
+            box.operator("coupled_edit.apply_strips", icon="SEQUENCE")
         prefs = preferences.get(context)
-        layout.label(text=f"Backend: {prefs.backend.replace('_', ' ').title()}")
+        if prefs.offline:
+            layout.label(text="Offline: cached weights only", icon="INTERNET_OFFLINE")
         layout.operator("coupled_edit.check_backend", icon="CHECKMARK")
 
 

@@ -48,7 +48,7 @@ def addon(tmp_path):
 def test_addon_enables_registers_and_disables(addon):
     assert "coupled_edit" in bpy.context.preferences.addons
     prefs = bpy.context.preferences.addons["coupled_edit"].preferences
-    assert prefs.backend == "SERVER"
+    assert prefs.offline is False and prefs.model_cache == ""
     assert hasattr(bpy.types, "VIEW3D_PT_coupled_edit")
     assert bpy.types.VIEW3D_PT_coupled_edit.bl_category == "Coupled Edit"
     assert bpy.ops.coupled_edit.check_backend() == {"FINISHED"}

@@ -1,0 +1,170 @@
+"""Operators on the rig and its jobs; the work lives in ``scene_io`` (operators stay thin)."""
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import bpy
+
+from .. import preferences
+from ..scene_io import jobs, rigs, writeback
+
+# the running job per scene (runtime state, never saved in the .blend)
+ACTIVE: dict[str, jobs.RigJob] = {}
+
+
+def rig_cameras(context) -> list:
+    s = context.scene.coupled_edit
+    if s.rig_source == "SELECTED":
+        return rigs.rig_from_selection(context)
+    if s.rig_collection is None:
+        raise ValueError("choose the rig's camera collection, or build a turntable first")
+    return rigs.rig_from_collection(s.rig_collection)
+
+
+def new_job_folder(context) -> Path:
+    base = bpy.path.abspath(context.scene.coupled_edit.output_dir)
+    if base.startswith("//") or not base:  # unsaved file: relative paths have no anchor
+        base = os.path.join(tempfile.gettempdir(), "coupled_edit")
+    folder = Path(base) / time.strftime("job-%Y%m%d-%H%M%S")
+    n = 1
+    while folder.exists():
+        folder = folder.with_name(f"{folder.name.split('_')[0]}_{n}")
+        n += 1
+    return folder
+
+
+def make_job(context) -> jobs.RigJob:
+    preferences.apply_environment(context)
+    s = context.scene.coupled_edit
+    cams = rig_cameras(context)
+    ref = rigs.reference_index(cams, context.scene)
+    render = [i == ref for i in range(len(cams))]  # the reference view is the input; the rest are filled
+    return jobs.RigJob(
+        context.scene,
+        cams,
+        new_job_folder(context),
+        s.task,
+        render=render,
+        models={"multiview": s.model},
+        sampling={"steps": s.steps, "cfg_multiview": s.guidance, "seed": s.seed},
+        multiview={"size": s.working_size},
+    )
+
+
+def redraw(context) -> None:
+    for window in context.window_manager.windows:
+        for area in window.screen.areas:
+            if area.type == "VIEW_3D":
+                area.tag_redraw()
+
+
+class COUPLED_EDIT_OT_build_turntable(bpy.types.Operator):
+    bl_idname = "coupled_edit.build_turntable"
+    bl_label = "Build Turntable"
+    bl_description = "Add a ring of cameras around the selected objects (or the origin) in a new collection"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context):
+        s = context.scene.coupled_edit
+        targets = [o for o in context.selected_objects if o.type not in ("CAMERA", "LIGHT")]
+        cams = rigs.build_turntable(context, targets, s.turntable_count, (s.turntable_elevation * 57.29577951308232,), s.turntable_lens)
+        s.rig_source, s.rig_collection = "COLLECTION", cams[0].users_collection[0]
+        if context.scene.camera is None:
+            context.scene.camera = cams[0]
+        self.report({"INFO"}, f"{len(cams)} cameras in {s.rig_collection.name!r}")
+        return {"FINISHED"}
+
+
+class COUPLED_EDIT_OT_run(bpy.types.Operator):
+    bl_idname = "coupled_edit.run"
+    bl_label = "Run"
+    bl_description = "Render the rig and run the task; Esc or Cancel stops it and leaves the scene as it was"
+
+    _timer = None
+
+    @classmethod
+    def poll(cls, context):
+        return context.scene.name not in ACTIVE
+
+    def execute(self, context):  # synchronous: scripts and blender -b
+        try:
+            job = make_job(context)
+        except (ValueError, FileExistsError) as e:
+            self.report({"ERROR"}, str(e))
+            return {"CANCELLED"}
+        status = job.run()
+        return self._report(context, job, status)
+
+    def invoke(self, context, event):
+        try:
+            job = make_job(context)
+        except (ValueError, FileExistsError) as e:
+            self.report({"ERROR"}, str(e))
+            return {"CANCELLED"}
+        ACTIVE[context.scene.name] = job
+        self._timer = context.window_manager.event_timer_add(0.05, window=context.window)
+        context.window_manager.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context, event):
+        job = ACTIVE.get(context.scene.name)
+        if job is None:
+            return self._end(context, {"CANCELLED"})
+        if event.type == "ESC":
+            job.cancel()
+        if event.type in ("TIMER", "ESC"):
+            job.tick()
+            redraw(context)
+            if job.status.finished:
+                return self._end(context, self._report(context, job, job.status))
+        return {"PASS_THROUGH"}
+
+    def _end(self, context, result):
+        if self._timer is not None:
+            context.window_manager.event_timer_remove(self._timer)
+        ACTIVE.pop(context.scene.name, None)
+        return result
+
+    def _report(self, context, job, status):
+        if status.state == "done":
+            context.scene.coupled_edit.last_job = str(job.folder)
+            self.report({"INFO"}, f"Coupled Edit: {status.message}; results in {job.folder}")
+            return {"FINISHED"}
+        self.report({"WARNING"} if status.state == "cancelled" else {"ERROR"}, f"Coupled Edit: {status.message}")
+        return {"CANCELLED"}
+
+
+class COUPLED_EDIT_OT_cancel(bpy.types.Operator):
+    bl_idname = "coupled_edit.cancel"
+    bl_label = "Cancel"
+    bl_description = "Stop the running job between two steps; the scene stays as it was"
+
+    @classmethod
+    def poll(cls, context):
+        return context.scene.name in ACTIVE
+
+    def execute(self, context):
+        ACTIVE[context.scene.name].cancel()
+        return {"FINISHED"}
+
+
+class COUPLED_EDIT_OT_apply_strips(bpy.types.Operator):
+    bl_idname = "coupled_edit.apply_strips"
+    bl_label = "Apply as Strips"
+    bl_description = "Add the last job's views as images, camera backgrounds and sequencer strips (undoable)"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        return bool(context.scene.coupled_edit.last_job)
+
+    def execute(self, context):
+        try:
+            res = writeback.apply_as_strips(context.scene, rig_cameras(context), Path(context.scene.coupled_edit.last_job))
+        except (ValueError, FileNotFoundError) as e:
+            self.report({"ERROR"}, str(e))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"{len(res.images)} views applied (sequencer channel {res.channel})")
+        return {"FINISHED"}

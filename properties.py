@@ -1,0 +1,66 @@
+"""Scene settings of the N-panel (``scene.coupled_edit``); every property has a tooltip."""
+
+import bpy
+
+TASKS = [
+    ("novel_views", "Fill Views (SEVA)", "Generate every other rig view from the reference view with Stable Virtual Camera"),
+]
+MODELS = [
+    ("seva-1.1", "SEVA 1.1", "stabilityai/stable-virtual-camera v1.1 (gated; non-commercial licence)"),
+    ("seva-1.0", "SEVA 1.0", "stabilityai/stable-virtual-camera v1.0"),
+    ("seva-tiny", "Tiny (test)", "Tiny random model: checks the whole chain in seconds, output is noise"),
+]
+
+
+class CoupledEditSettings(bpy.types.PropertyGroup):
+    rig_source: bpy.props.EnumProperty(
+        name="Rig",
+        description="Which cameras form the rig",
+        items=[
+            ("COLLECTION", "Collection", "The cameras of a collection, ordered by name"),
+            ("SELECTED", "Selected", "The selected cameras, ordered by name"),
+        ],
+        default="COLLECTION",
+    )
+    rig_collection: bpy.props.PointerProperty(
+        name="Collection", type=bpy.types.Collection, description="Collection holding the rig's cameras"
+    )
+    turntable_count: bpy.props.IntProperty(name="Cameras", default=8, min=1, max=256, description="Cameras per ring of a new turntable")
+    turntable_elevation: bpy.props.FloatProperty(
+        name="Elevation",
+        default=0.349066,
+        min=-1.5,
+        max=1.5,
+        subtype="ANGLE",
+        description="Height of the turntable ring as an angle above the horizon",
+    )
+    turntable_lens: bpy.props.FloatProperty(
+        name="Lens", default=50.0, min=1.0, max=500.0, unit="CAMERA", description="Focal length of the new cameras"
+    )
+    task: bpy.props.EnumProperty(name="Task", items=TASKS, description="What to do with the rig")
+    model: bpy.props.EnumProperty(name="Model", items=MODELS, description="Multi-view model weights")
+    steps: bpy.props.IntProperty(name="Steps", default=50, min=1, max=1000, description="Denoising steps (more: slower, finer)")
+    guidance: bpy.props.FloatProperty(
+        name="Guidance", default=2.0, min=0.0, max=20.0, description="Classifier-free guidance scale of the multi-view model"
+    )
+    seed: bpy.props.IntProperty(name="Seed", default=23, min=0, description="Random seed; the same seed gives the same result")
+    working_size: bpy.props.IntProperty(
+        name="Working Size", default=576, min=64, max=2048, step=64, description="Short side the model works at (pixels)"
+    )
+    output_dir: bpy.props.StringProperty(
+        name="Jobs Folder",
+        default="//coupled_edit",
+        subtype="DIR_PATH",
+        description="Where job folders (inputs, outputs, logs) are written",
+    )
+    last_job: bpy.props.StringProperty(name="Last Job", default="", subtype="DIR_PATH", description="Folder of the last finished job")
+
+
+def register() -> None:
+    bpy.utils.register_class(CoupledEditSettings)
+    bpy.types.Scene.coupled_edit = bpy.props.PointerProperty(type=CoupledEditSettings)
+
+
+def unregister() -> None:
+    del bpy.types.Scene.coupled_edit
+    bpy.utils.unregister_class(CoupledEditSettings)
