@@ -30,7 +30,7 @@ def test_batch_example_over_two_scenes(addon, empty_scene, tmp_path):
             models={"multiview": "seva-tiny"},
             sampling={"steps": 2},
             multiview={"size": 64, "window": 4},
-            on_progress=lambda st: seen.append(st.fraction),
+            on_progress=lambda st, seen=seen: seen.append(st.fraction),
         )
         assert res.ok, res.status.message
         assert seen[-1] == 1.0 and (tmp_path / name / "inputs" / f"{cams[2].name.replace(' ', '_')}.png").exists()
