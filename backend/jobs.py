@@ -60,8 +60,11 @@ class View(_Strict):
     c2w: list[list[float]] = Field(description="4x4 camera-to-world, OpenCV convention, rigid")
     image: str | None = Field(None, description="file in inputs/ (PNG/EXR); None until rendered")
     alpha: str | None = None
-    depth: str | None = None
-    normal: str | None = None
+    depth: str | None = Field(None, description="float32 .npy (H, W): planar depth along the view axis, +inf where nothing is hit")
+    normal: str | None = Field(None, description="float32 .npy (H, W, 3): world-space normals")
+    object_index: str | None = Field(
+        None, description="int32 .npy (H, W): object pass index, 0 = background (names in inputs/objects.json)"
+    )
 
     @field_validator("K")
     @classmethod
@@ -334,7 +337,7 @@ class JobFolder:
 
     @staticmethod
     def referenced_inputs(spec: JobSpec) -> list[str]:
-        names = [getattr(v, k) for v in spec.views for k in ("image", "alpha", "depth", "normal")]
+        names = [getattr(v, k) for v in spec.views for k in ("image", "alpha", "depth", "normal", "object_index")]
         names.append(spec.edit.envmap)
         return [n for n in names if n]
 

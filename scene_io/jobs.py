@@ -18,7 +18,7 @@ from pathlib import Path
 
 import bpy
 
-from .export import build_spec, safe_name, write_job
+from .export import finish_job, safe_name, scene_objects
 from .render import ViewRenderer
 
 TICK_S = 0.1
@@ -51,15 +51,17 @@ class RigJob:
         folder: Path,
         task: str,
         render: Sequence[bool] | None = None,
+        passes: bool = False,
         **sections,
     ) -> None:
+        """``render`` marks the input views (default all); ``passes`` adds depth/normals/index for them."""
         self.scene, self.cameras, self.folder, self.task, self.sections = scene, list(cameras), Path(folder), task, sections
         if (self.folder / "job.json").exists():
             raise FileExistsError(f"{self.folder} already holds a job; choose a new folder")
         mask = list(render) if render is not None else [True] * len(self.cameras)
         self.to_render = [c for c, r in zip(self.cameras, mask, strict=True) if r]
         self.names = [safe_name(c.name) for c in self.to_render]
-        self.renderer = ViewRenderer(scene, self.to_render, self.folder / "inputs", self.names)
+        self.renderer = ViewRenderer(scene, self.to_render, self.folder / "inputs", self.names, passes, scene_objects(scene))
         self.status = JobStatus(message=f"rendering 0/{len(self.to_render)} views")
         self._events: queue.Queue = queue.Queue()
         self._cancel = threading.Event()
@@ -102,8 +104,7 @@ class RigJob:
 
     # -- helpers ---------------------------------------------------------------------------------
     def _start_worker(self) -> None:
-        images = {c.name: f"{n}.png" for c, n in zip(self.to_render, self.names, strict=True)}
-        write_job(self.folder, build_spec(self.scene, self.cameras, images, self.task, **self.sections))
+        finish_job(self.folder, self.scene, self.cameras, self.renderer, self.task, **self.sections)
         self.status.state, self.status.stage, self.status.message = "running", "loading", "starting the backend"
         jobs, runner = backend_module("jobs"), backend_module("runner")
 

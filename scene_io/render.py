@@ -63,12 +63,24 @@ def render_view(scene: bpy.types.Scene, camera: bpy.types.Object, path: Path) ->
 class ViewRenderer:
     """Renders a rig one view per ``step()``; settings restored when done, cancelled or failed."""
 
-    def __init__(self, scene: bpy.types.Scene, cameras: Sequence[bpy.types.Object], folder: Path, names: Sequence[str]) -> None:
+    def __init__(
+        self,
+        scene: bpy.types.Scene,
+        cameras: Sequence[bpy.types.Object],
+        folder: Path,
+        names: Sequence[str],
+        passes: bool = False,
+        objects: Sequence[bpy.types.Object] = (),
+    ) -> None:
+        """``passes``: also depth, normals and object index per view; ``objects`` get indices 1..N."""
         not_cameras = [c.name for c in cameras if c.type != "CAMERA"]
         if not_cameras:
             raise ValueError(f"not cameras: {not_cameras}; a rig holds camera objects only")
         self.scene, self.cameras, self.folder, self.names = scene, list(cameras), Path(folder), list(names)
         self.done: list[Path] = []
+        self.passes_enabled, self.objects = passes, list(objects)
+        self.pass_files: list[dict[str, str]] = []
+        self.object_names: dict[int, str] = {}
         self._ctx = None
 
     @property
@@ -83,7 +95,11 @@ class ViewRenderer:
             self._ctx.__enter__()
         i = len(self.done)
         try:
-            self.done.append(render_view(self.scene, self.cameras[i], self.folder / f"{self.names[i]}.png"))
+            png = render_view(self.scene, self.cameras[i], self.folder / f"{self.names[i]}.png")
+            if self.passes_enabled:
+                with pass_render_settings(self.scene, self.objects) as self.object_names:
+                    self.pass_files.append(render_passes(self.scene, self.cameras[i], self.folder, self.names[i]))
+            self.done.append(png)
         except BaseException:
             self.close()
             raise
@@ -101,3 +117,112 @@ class ViewRenderer:
         while self.step():
             pass
         return self.done
+
+
+# --- geometry passes ---------------------------------------------------------------------------
+
+BACKGROUND_DEPTH = 1e9  # Cycles writes 1e10 where no surface is hit; stored as +inf
+
+
+def _openimageio():
+    """Blender's bundled OpenImageIO (on sys.path in the application, beside the bpy wheel's modules)."""
+    try:
+        import OpenImageIO
+    except ImportError:
+        import os
+        import sys
+
+        sys.path.append(
+            os.path.join(
+                bpy.utils.resource_path("LOCAL"), "python", "lib", f"python{sys.version_info[0]}.{sys.version_info[1]}", "site-packages"
+            )
+        )
+        import OpenImageIO
+    return OpenImageIO
+
+
+def read_multilayer_exr(path: Path) -> dict:
+    """Every part of a multi-layer EXR as float32 (H, W, C), keyed by pass name ('Depth', 'Normal', ...)."""
+    import numpy as np
+
+    oiio = _openimageio()
+    inp = oiio.ImageInput.open(str(path))
+    if inp is None:
+        raise RuntimeError(f"cannot read {path}: {oiio.geterror()}")
+    out, i = {}, 0
+    try:
+        while inp.seek_subimage(i, 0):
+            name = inp.spec().get_string_attribute("name").split(".", 1)[-1]
+            out[name] = np.asarray(inp.read_image(format="float"), dtype=np.float32)
+            i += 1
+    finally:
+        inp.close()
+    return out
+
+
+@contextlib.contextmanager
+def pass_render_settings(scene: bpy.types.Scene, objects: Sequence[bpy.types.Object]) -> Iterator[dict[int, str]]:
+    """Cycles, 1 centred sample per pixel (no averaging across edges), depth/normal/index passes,
+    multi-layer float EXR; objects get pass indices 1..N. Everything is restored afterwards."""
+    vl = bpy.context.view_layer
+    ims = scene.render.image_settings
+    saved = {
+        "engine": scene.render.engine,
+        "filter": scene.render.filter_size,
+        "samples": scene.cycles.samples,
+        "denoise": scene.cycles.use_denoising,
+        "passes": (vl.use_pass_z, vl.use_pass_normal, vl.use_pass_object_index),
+        "format": (getattr(ims, "media_type", None), ims.file_format, ims.color_depth, ims.color_mode),
+        "index": {o.name: o.pass_index for o in objects},
+        "filepath": scene.render.filepath,
+        "camera": scene.camera,
+    }
+    try:
+        scene.render.engine = "CYCLES"
+        scene.render.filter_size = 0.01
+        scene.cycles.samples, scene.cycles.use_denoising = 1, False
+        vl.use_pass_z = vl.use_pass_normal = vl.use_pass_object_index = True
+        if hasattr(ims, "media_type"):  # Blender 5.0
+            ims.media_type = "MULTI_LAYER_IMAGE"
+        else:  # 4.x
+            ims.file_format = "OPEN_EXR_MULTILAYER"
+        ims.color_depth = "32"
+        names = {}
+        for i, o in enumerate(objects, start=1):
+            o.pass_index = i
+            names[i] = o.name
+        yield names
+    finally:
+        for o in objects:
+            o.pass_index = saved["index"][o.name]
+        media, fmt, depth, mode = saved["format"]
+        if media is not None:
+            ims.media_type = media
+        ims.file_format, ims.color_depth, ims.color_mode = fmt, depth, mode
+        vl.use_pass_z, vl.use_pass_normal, vl.use_pass_object_index = saved["passes"]
+        scene.cycles.samples, scene.cycles.use_denoising = saved["samples"], saved["denoise"]
+        scene.render.filter_size = saved["filter"]
+        scene.render.engine = saved["engine"]
+        scene.render.filepath = saved["filepath"]
+        scene.camera = saved["camera"]
+
+
+def render_passes(scene: bpy.types.Scene, camera: bpy.types.Object, folder: Path, name: str) -> dict[str, str]:
+    """Planar depth (H, W; +inf on background), world normals (H, W, 3) and object index (H, W)
+    of ``camera`` as .npy files in ``folder``; returns {kind: file name}. Call inside
+    :func:`pass_render_settings`."""
+    import numpy as np
+
+    exr = Path(folder) / f".{name}.passes.exr"
+    scene.camera = camera
+    scene.render.filepath = str(exr)
+    bpy.ops.render.render(write_still=True)
+    layers = read_multilayer_exr(exr)
+    exr.unlink()
+    depth = layers["Depth"][..., 0]
+    depth = np.where(depth >= BACKGROUND_DEPTH, np.inf, depth).astype(np.float32)
+    files = {"depth": f"{name}.depth.npy", "normal": f"{name}.normal.npy", "object_index": f"{name}.index.npy"}
+    np.save(Path(folder) / files["depth"], depth)
+    np.save(Path(folder) / files["normal"], layers["Normal"][..., :3].astype(np.float32))
+    np.save(Path(folder) / files["object_index"], np.rint(layers["Object Index"][..., 0]).astype(np.int32))
+    return files

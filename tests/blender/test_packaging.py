@@ -17,13 +17,20 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 
 def tool(name: str) -> str:
     scripts = bpy.utils.system_resource("SCRIPTS")
-    return {"ext": os.path.join(scripts, "addons_core", "bl_pkg", "cli", "blender_ext.py"), "tags": os.path.join(scripts, "modules", "_bpy_internal", "extensions", "tags.py")}[name]
+    return {
+        "ext": os.path.join(scripts, "addons_core", "bl_pkg", "cli", "blender_ext.py"),
+        "tags": os.path.join(scripts, "modules", "_bpy_internal", "extensions", "tags.py"),
+    }[name]
 
 
 @pytest.fixture(scope="module")
 def built_zip(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("dist")
-    r = subprocess.run([sys.executable, tool("ext"), "build", "--source-dir", str(ROOT), "--output-dir", str(out), "--valid-tags", tool("tags")], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, tool("ext"), "build", "--source-dir", str(ROOT), "--output-dir", str(out), "--valid-tags", tool("tags")],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     zips = list(out.glob("coupled_edit-*.zip"))
     assert len(zips) == 1
@@ -35,7 +42,9 @@ def test_zip_holds_the_extension_and_nothing_else(built_zip):
     tops = {n.split("/")[0] for n in names}
     assert {"__init__.py", "blender_manifest.toml", "api.py", "backend", "scene_io", "operators", "panels"} <= tops
     assert not tops & {"tests", ".venv", "bench", "docs", ".pytest_cache", "Makefile", ".whl", "outputs"}
-    r = subprocess.run([sys.executable, tool("ext"), "validate", str(built_zip), "--valid-tags", tool("tags")], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, tool("ext"), "validate", str(built_zip), "--valid-tags", tool("tags")], capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stdout + r.stderr
 
 
