@@ -19,7 +19,7 @@ from pathlib import Path
 import bpy
 
 from .scene_io.cameras import CameraError, camera_matrices
-from .scene_io.export import build_spec, export_rig
+from .scene_io.export import build_spec, export_photo_rig, export_rig
 from .scene_io.jobs import JobStatus, RigJob
 from .scene_io.rigs import build_turntable, reference_index, rig_from_collection, rig_from_selection
 from .scene_io.writeback import apply_as_strips
@@ -31,6 +31,7 @@ __all__ = [
     "build_spec",
     "build_turntable",
     "camera_matrices",
+    "export_photo_rig",
     "export_rig",
     "reference_index",
     "rig_from_collection",
@@ -61,7 +62,7 @@ def run(
     """Render, run and wait. ``render`` marks the views that are inputs (default: the reference view
     for ``novel_views``, all views otherwise); ``sections`` are JobSpec sections (models, sampling, ...).
     ``on_progress`` is called after every tick with the job's status (fraction, stage, ETA)."""
-    if render is None and task == "novel_views":
+    if render is None and task == "novel_views" and not sections.get("photos"):
         ref = reference_index(cameras, scene)
         render = [i == ref for i in range(len(cameras))]
     job = RigJob(scene, cameras, Path(folder), task, render=render, **sections)

@@ -25,6 +25,11 @@ class CoupledEditSettings(bpy.types.PropertyGroup):
     rig_collection: bpy.props.PointerProperty(
         name="Collection", type=bpy.types.Collection, description="Collection holding the rig's cameras"
     )
+    use_photos: bpy.props.BoolProperty(
+        name="Use Camera Photos",
+        default=False,
+        description="Inputs are the photos attached to the cameras as background images (capture rigs); cameras without one are generated",
+    )
     turntable_count: bpy.props.IntProperty(name="Cameras", default=8, min=1, max=256, description="Cameras per ring of a new turntable")
     turntable_elevation: bpy.props.FloatProperty(
         name="Elevation",

@@ -47,6 +47,7 @@ def make_job(context) -> jobs.RigJob:
         new_job_folder(context),
         s.task,
         render=render,
+        photos=s.use_photos,
         models={"multiview": s.model},
         sampling={"steps": s.steps, "cfg_multiview": s.guidance, "seed": s.seed},
         multiview={"size": s.working_size},

@@ -20,6 +20,7 @@ class VIEW3D_PT_coupled_edit(bpy.types.Panel):
         box.prop(s, "rig_source")
         if s.rig_source == "COLLECTION":
             box.prop(s, "rig_collection")
+        box.prop(s, "use_photos")
         row = box.row(align=True)
         row.prop(s, "turntable_count")
         row.prop(s, "turntable_elevation")
@@ -47,9 +48,18 @@ class VIEW3D_PT_coupled_edit(bpy.types.Panel):
         layout.operator("coupled_edit.check_backend", icon="CHECKMARK")
 
 
+def draw_status_bar(self, context) -> None:
+    """A progress bar in the status bar while a job runs (Blender's own progress shows only in the cursor)."""
+    job = rig_ops.ACTIVE.get(context.scene.name)
+    if job is not None:
+        self.layout.progress(factor=job.status.fraction, type="BAR", text=f"Coupled Edit: {job.status.message}")
+
+
 def register() -> None:
     bpy.utils.register_class(VIEW3D_PT_coupled_edit)
+    bpy.types.STATUSBAR_HT_header.append(draw_status_bar)
 
 
 def unregister() -> None:
+    bpy.types.STATUSBAR_HT_header.remove(draw_status_bar)
     bpy.utils.unregister_class(VIEW3D_PT_coupled_edit)

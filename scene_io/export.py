@@ -111,3 +111,77 @@ def export_rig(
     renderer = ViewRenderer(scene, to_render, folder / "inputs", [safe_name(c.name) for c in to_render], passes, scene_objects(scene))
     renderer.run()
     return finish_job(folder, scene, cameras, renderer, task, **sections)
+
+
+def photo_of(cam: bpy.types.Object) -> bpy.types.Image | None:
+    """The first image background of a camera (a photo of a capture rig), if any."""
+    for bg in cam.data.background_images:
+        if bg.source == "IMAGE" and bg.image is not None and bg.image.size[0] > 0:
+            return bg.image
+    return None
+
+
+def copy_image_file(image: bpy.types.Image, folder: Path, name: str) -> Path:
+    """The image's own bytes (packed or on disk, any format PIL reads) into ``folder``; never re-encoded.
+
+    Only an image with no file at all (generated or painted) is saved as PNG. The user's image
+    datablock is not modified.
+    """
+    import shutil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    ext = Path(image.filepath).suffix.lower() or ".png"
+    if image.packed_file is not None:
+        dest = folder / f"{name}{ext}"
+        dest.write_bytes(image.packed_file.data)
+        return dest
+    src = Path(bpy.path.abspath(image.filepath, library=image.library)) if image.filepath else None
+    if src is not None and src.is_file():
+        dest = folder / f"{name}{ext}"
+        shutil.copyfile(src, dest)
+        return dest
+    dest = folder / f"{name}.png"
+    copy = image.copy()
+    try:
+        copy.filepath_raw, copy.file_format = str(dest), "PNG"
+        copy.save()
+    finally:
+        bpy.data.images.remove(copy)
+    return dest
+
+
+def photo_view(scene: bpy.types.Scene, cam: bpy.types.Object, image: bpy.types.Image, folder: Path, name: str) -> dict:
+    """A view from a camera's background photo: the photo saved into inputs/, K scaled to its size.
+
+    The photo must have the render's aspect ratio (the camera's K is defined for that frame).
+    """
+    K, c2w = camera_matrices(cam, scene)
+    s = scene.render.resolution_percentage / 100
+    W, H = int(scene.render.resolution_x * s), int(scene.render.resolution_y * s)
+    pw, ph = image.size
+    if abs(pw / ph - W / H) > 0.01 * (W / H):
+        raise ValueError(
+            f"camera {cam.name!r}: its photo is {pw}x{ph} but the render frame is {W}x{H}; "
+            "set the scene resolution to the photos' aspect ratio so the camera's field of view matches them"
+        )
+    K = K.copy()
+    K[0] *= pw / W
+    K[1] *= ph / H
+    dest = copy_image_file(image, Path(folder) / "inputs", name)
+    return {"name": cam.name, "width": pw, "height": ph, "K": K.tolist(), "c2w": c2w.tolist(), "image": dest.name}
+
+
+def export_photo_rig(scene: bpy.types.Scene, cameras: Sequence[bpy.types.Object], folder: Path, task: str, **sections) -> Path:
+    """A job from cameras that carry photos (inputs) and cameras without (targets); nothing is rendered."""
+    folder = Path(folder)
+    if (folder / "job.json").exists():
+        raise FileExistsError(f"{folder} already holds a job; choose a new folder")
+    views = []
+    for cam in cameras:
+        img = photo_of(cam)
+        views.append(photo_view(scene, cam, img, folder, safe_name(cam.name)) if img is not None else view_entry(scene, cam, None))
+    if not any(v["image"] for v in views):
+        raise ValueError("none of the cameras has a background photo; attach the capture's photos as camera background images")
+    spec = {"task": task, "views": views, "reference_view": reference_index(cameras, scene)}
+    spec.update({k: v for k, v in sections.items() if v is not None})
+    return write_job(folder, spec)

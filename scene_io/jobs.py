@@ -18,7 +18,7 @@ from pathlib import Path
 
 import bpy
 
-from .export import finish_job, safe_name, scene_objects
+from .export import export_photo_rig, finish_job, safe_name, scene_objects
 from .render import ViewRenderer
 
 TICK_S = 0.1
@@ -52,13 +52,18 @@ class RigJob:
         task: str,
         render: Sequence[bool] | None = None,
         passes: bool = False,
+        photos: bool = False,
         **sections,
     ) -> None:
-        """``render`` marks the input views (default all); ``passes`` adds depth/normals/index for them."""
+        """``render`` marks the input views (default all); ``passes`` adds depth/normals/index for them.
+
+        ``photos``: the inputs are the cameras' background photos (capture rigs); nothing is rendered.
+        """
         self.scene, self.cameras, self.folder, self.task, self.sections = scene, list(cameras), Path(folder), task, sections
         if (self.folder / "job.json").exists():
             raise FileExistsError(f"{self.folder} already holds a job; choose a new folder")
-        mask = list(render) if render is not None else [True] * len(self.cameras)
+        self.photos = photos
+        mask = [False] * len(self.cameras) if photos else (list(render) if render is not None else [True] * len(self.cameras))
         self.to_render = [c for c, r in zip(self.cameras, mask, strict=True) if r]
         self.names = [safe_name(c.name) for c in self.to_render]
         self.renderer = ViewRenderer(scene, self.to_render, self.folder / "inputs", self.names, passes, scene_objects(scene))
@@ -77,8 +82,8 @@ class RigJob:
         if st.state == "rendering":
             if self._cancel.is_set():
                 return self._finish_cancelled()
-            more = self.renderer.step()
-            st.fraction = 0.1 * len(self.renderer.done) / len(self.to_render)
+            more = self.renderer.step() if self.to_render else False
+            st.fraction = 0.1 * len(self.renderer.done) / max(len(self.to_render), 1)
             st.message = f"rendering {len(self.renderer.done)}/{len(self.to_render)} views"
             if more:
                 return 0.0
@@ -104,7 +109,10 @@ class RigJob:
 
     # -- helpers ---------------------------------------------------------------------------------
     def _start_worker(self) -> None:
-        finish_job(self.folder, self.scene, self.cameras, self.renderer, self.task, **self.sections)
+        if self.photos:
+            export_photo_rig(self.scene, self.cameras, self.folder, self.task, **self.sections)
+        else:
+            finish_job(self.folder, self.scene, self.cameras, self.renderer, self.task, **self.sections)
         self.status.state, self.status.stage, self.status.message = "running", "loading", "starting the backend"
         jobs, runner = backend_module("jobs"), backend_module("runner")
 

@@ -112,3 +112,27 @@ def test_a_backend_failure_is_reported_not_raised(jobs_mod, rig, tmp_path):
     job = jobs_mod.RigJob(scene, cams[:2], tmp_path / "job", "novel_views", models={"multiview": "seva-tiny"})
     pump(job)
     assert job.status.state == "failed" and "target views without one" in job.status.message
+
+
+def test_photo_rig_job_runs_without_rendering(jobs_mod, rig, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    scene, cams = rig
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "p.png")
+    cams[0].data.background_images.new().image = bpy.data.images.load(str(tmp_path / "p.png"))
+    job = jobs_mod.RigJob(
+        scene,
+        cams,
+        tmp_path / "job",
+        "novel_views",
+        photos=True,
+        models={"multiview": "seva-tiny"},
+        sampling={"steps": 2},
+        multiview={"window": 4, "size": 64},
+    )
+    pump(job)
+    assert job.status.state == "done", job.status.message
+    inputs = sorted(p.name for p in (tmp_path / "job" / "inputs").iterdir())
+    assert inputs == ["Coupled_Edit_Rig_00.png"]  # nothing rendered: only the photo, byte for byte
+    assert (tmp_path / "job" / "inputs" / inputs[0]).read_bytes() == (tmp_path / "p.png").read_bytes()

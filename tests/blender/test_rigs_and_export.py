@@ -126,3 +126,33 @@ def test_exported_job_is_valid_and_matches_the_scene(mods, empty_scene, tmp_path
             assert alpha.min() == 0 and alpha.max() == 255  # transparent film: exact alpha of the objects
     with pytest.raises(FileExistsError):
         mods["export"].write_job(folder, json.loads((folder / "job.json").read_text()))
+
+
+def test_photo_rig_uses_background_images_with_scaled_intrinsics(mods, empty_scene, tmp_path):
+    from PIL import Image
+
+    from backend.jobs import JobFolder
+
+    small_scene(empty_scene)  # render frame 48 x 32
+    cams = mods["rigs"].build_turntable(bpy.context, [], count=3, radius=5)
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)  # 96 x 64: same aspect, twice the size
+    Image.fromarray(photo).save(tmp_path / "photo.png")
+    img = bpy.data.images.load(str(tmp_path / "photo.png"))
+    for cam in cams[:2]:
+        bg = cam.data.background_images.new()
+        bg.image = img
+    folder = mods["export"].export_photo_rig(empty_scene, cams, tmp_path / "job", "novel_views")
+    spec = JobFolder(folder).spec()
+    assert [v.image is not None for v in spec.views] == [True, True, False]
+    K48, _ = mods["cameras"].camera_matrices(cams[0], empty_scene)
+    v = spec.views[0]
+    assert (v.width, v.height) == (96, 64) and np.allclose(np.array(v.K)[:2], K48[:2] * 2)
+    saved = np.asarray(Image.open(folder / "inputs" / v.image).convert("RGB"))
+    assert np.array_equal(saved, photo)  # the photo's pixels, untouched
+    assert img.filepath == str(tmp_path / "photo.png")  # the user's image is unchanged
+    wrong = Image.fromarray(photo[:, :64])  # 64 x 64: another aspect
+    wrong.save(tmp_path / "square.png")
+    cams[2].data.background_images.new().image = bpy.data.images.load(str(tmp_path / "square.png"))
+    with pytest.raises(ValueError, match="photo is 64x64 but the render frame is 48x32"):
+        mods["export"].export_photo_rig(empty_scene, cams, tmp_path / "job2", "novel_views")

@@ -93,6 +93,10 @@ def test_panel_shows_progress_and_cancel_while_a_job_runs(ui, tmp_path):
         progress = [c for c in busy.calls if c[0] == "progress"]
         assert progress and 0 < progress[0][2]["factor"] <= 1 and progress[0][2]["text"]
         assert ("operator", ("coupled_edit.cancel",), {"icon": "CANCEL"}) in busy.calls
+        panels = importlib.import_module("coupled_edit.panels")
+        bar = Recorder()
+        panels.draw_status_bar(SimpleNamespace(layout=bar), bpy.context)
+        assert bar.calls and bar.calls[0][0] == "progress" and bar.calls[0][2]["text"].startswith("Coupled Edit:")
         assert bpy.ops.coupled_edit.cancel() == {"FINISHED"}
         job.run()
         assert job.status.state == "cancelled"
