@@ -21,6 +21,7 @@ import bpy
 from .scene_io.cameras import CameraError, camera_matrices
 from .scene_io.export import build_spec, export_photo_rig, export_rig
 from .scene_io.jobs import JobStatus, RigJob
+from .scene_io.project import apply_as_texture, project_views
 from .scene_io.rigs import build_turntable, reference_index, rig_from_collection, rig_from_selection
 from .scene_io.writeback import apply_as_strips
 
@@ -28,11 +29,13 @@ __all__ = [
     "CameraError",
     "RunResult",
     "apply_as_strips",
+    "apply_as_texture",
     "build_spec",
     "build_turntable",
     "camera_matrices",
     "export_photo_rig",
     "export_rig",
+    "project_views",
     "reference_index",
     "rig_from_collection",
     "rig_from_selection",

@@ -10,6 +10,7 @@ _classes = (
     rig_ops.COUPLED_EDIT_OT_run,
     rig_ops.COUPLED_EDIT_OT_cancel,
     rig_ops.COUPLED_EDIT_OT_apply_strips,
+    rig_ops.COUPLED_EDIT_OT_apply_texture,
 )
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import bpy
 
 from .. import preferences
-from ..scene_io import jobs, rigs, writeback
+from ..scene_io import jobs, project, rigs, writeback
 
 # the running job per scene (runtime state, never saved in the .blend)
 ACTIVE: dict[str, jobs.RigJob] = {}
@@ -168,4 +168,38 @@ class COUPLED_EDIT_OT_apply_strips(bpy.types.Operator):
             self.report({"ERROR"}, str(e))
             return {"CANCELLED"}
         self.report({"INFO"}, f"{len(res.images)} views applied (sequencer channel {res.channel})")
+        return {"FINISHED"}
+
+
+class COUPLED_EDIT_OT_apply_texture(bpy.types.Operator):
+    bl_idname = "coupled_edit.apply_texture"
+    bl_label = "Apply as Texture"
+    bl_description = "Bake the last job's views into a new texture and material on the selected objects (undoable; original materials stay)"
+    bl_options = {"REGISTER", "UNDO"}
+
+    size: bpy.props.IntProperty(name="Texture Size", default=1024, min=64, max=8192, description="Side of the baked texture in pixels")
+    shading: bpy.props.EnumProperty(
+        name="Shading",
+        items=[
+            ("EMISSION", "Emission", "Shows exactly the edited colours, unlit"),
+            ("BASE_COLOR", "Base Color", "Lit by the scene like a normal material"),
+        ],
+        description="How the new material uses the baked texture",
+    )
+
+    @classmethod
+    def poll(cls, context):
+        return bool(context.scene.coupled_edit.last_job) and any(o.type == "MESH" for o in context.selected_objects)
+
+    def execute(self, context):
+        objects = [o for o in context.selected_objects if o.type == "MESH"]
+        try:
+            res = project.apply_as_texture(
+                context, objects, rig_cameras(context), Path(context.scene.coupled_edit.last_job), self.size, self.shading
+            )
+        except (ValueError, FileNotFoundError) as e:
+            self.report({"ERROR"}, str(e))
+            return {"CANCELLED"}
+        cover = ", ".join(f"{k} {v:.0%}" for k, v in res.coverage.items())
+        self.report({"INFO"}, f"textures baked (seen by the views: {cover})")
         return {"FINISHED"}

@@ -42,6 +42,7 @@ class VIEW3D_PT_coupled_edit(bpy.types.Panel):
             box = layout.box()
             box.label(text="Last result", icon="IMAGE_DATA")
             box.operator("coupled_edit.apply_strips", icon="SEQUENCE")
+            box.operator("coupled_edit.apply_texture", icon="TEXTURE")
         prefs = preferences.get(context)
         if prefs.offline:
             layout.label(text="Offline: cached weights only", icon="INTERNET_OFFLINE")

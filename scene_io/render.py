@@ -20,6 +20,9 @@ _SETTINGS = (
     ("view_settings", "gamma", 1.0),
     ("render", "dither_intensity", 0.0),
     ("render", "film_transparent", True),
+    # the camera's view, not the sequencer's strips (ours included) or the user's compositing
+    ("render", "use_sequencer", False),
+    ("render", "use_compositing", False),
     ("render", "filepath", None),
     ("render.image_settings", "file_format", "PNG"),
     ("render.image_settings", "color_mode", "RGBA"),
@@ -176,8 +179,10 @@ def pass_render_settings(scene: bpy.types.Scene, objects: Sequence[bpy.types.Obj
         "index": {o.name: o.pass_index for o in objects},
         "filepath": scene.render.filepath,
         "camera": scene.camera,
+        "post": (scene.render.use_sequencer, scene.render.use_compositing),
     }
     try:
+        scene.render.use_sequencer = scene.render.use_compositing = False
         scene.render.engine = "CYCLES"
         scene.render.filter_size = 0.01
         scene.cycles.samples, scene.cycles.use_denoising = 1, False
@@ -205,6 +210,7 @@ def pass_render_settings(scene: bpy.types.Scene, objects: Sequence[bpy.types.Obj
         scene.render.engine = saved["engine"]
         scene.render.filepath = saved["filepath"]
         scene.camera = saved["camera"]
+        scene.render.use_sequencer, scene.render.use_compositing = saved["post"]
 
 
 def render_passes(scene: bpy.types.Scene, camera: bpy.types.Object, folder: Path, name: str) -> dict[str, str]:
@@ -219,6 +225,8 @@ def render_passes(scene: bpy.types.Scene, camera: bpy.types.Object, folder: Path
     bpy.ops.render.render(write_still=True)
     layers = read_multilayer_exr(exr)
     exr.unlink()
+    if "Depth" not in layers:
+        raise RuntimeError(f"the pass render of {camera.name!r} wrote no depth pass (parts: {sorted(layers)})")
     depth = layers["Depth"][..., 0]
     depth = np.where(depth >= BACKGROUND_DEPTH, np.inf, depth).astype(np.float32)
     files = {"depth": f"{name}.depth.npy", "normal": f"{name}.normal.npy", "object_index": f"{name}.index.npy"}

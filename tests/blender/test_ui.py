@@ -52,6 +52,20 @@ def test_turntable_run_and_apply_from_operators(ui, tmp_path):
     assert bpy.ops.coupled_edit.apply_strips() == {"FINISHED"}
     assert len([i for i in bpy.data.images if i.name.startswith("CE ")]) == 4
     assert len(ui.sequence_editor.strips) == 4
+    # with strips in the sequencer, a new run must still render the cameras, not the strips
+    import numpy as np
+    from PIL import Image
+
+    first_input = np.asarray(Image.open(next((job / "inputs").glob("*.png"))))
+    assert bpy.ops.coupled_edit.run() == {"FINISHED"}
+    second = Path(s.last_job)
+    assert second != job and np.array_equal(np.asarray(Image.open(next((second / "inputs").glob("*.png")))), first_input)
+    for o in bpy.context.selected_objects:
+        o.select_set(False)
+    bpy.data.objects["Suzanne"].select_set(True)
+    assert bpy.ops.coupled_edit.apply_texture(size=128) == {"FINISHED"}
+    slot = bpy.data.objects["Suzanne"].material_slots[0]
+    assert slot.link == "OBJECT" and slot.material.name.startswith("CE ")
 
 
 def test_run_without_a_rig_explains(ui):
