@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -116,3 +117,28 @@ def test_panel_shows_progress_and_cancel_while_a_job_runs(ui, tmp_path):
         assert job.status.state == "cancelled"
     finally:
         rig_ops.ACTIVE.pop(ui.name, None)
+
+
+def test_modal_run_ticks_on_timer_and_esc_cancels(ui, tmp_path):
+    """The GUI path (invoke + modal) driven with stand-in events, as Blender's event loop would."""
+    import types
+
+    rig_ops = importlib.import_module("coupled_edit.operators.rig_ops")
+    op_cls = bpy.types.COUPLED_EDIT_OT_run
+    s = ui.coupled_edit
+    s.turntable_count, s.model, s.steps, s.working_size, s.output_dir = 4, "seva-tiny", 200, 64, str(tmp_path)
+    bpy.ops.coupled_edit.build_turntable()
+    reports = []
+    op = SimpleNamespace(_timer=None, report=lambda kind, msg: reports.append((kind, msg)))
+    for name in ("_end", "_report"):
+        setattr(op, name, types.MethodType(getattr(op_cls, name), op))
+    rig_ops.ACTIVE[ui.name] = rig_ops.make_job(bpy.context)  # what invoke() does, minus the window timer
+    timer, esc = SimpleNamespace(type="TIMER"), SimpleNamespace(type="ESC")
+    assert op_cls.modal(op, bpy.context, timer) == {"PASS_THROUGH"}  # rendered the view, backend starting
+    assert not op_cls.poll(bpy.context)  # one job per scene
+    result = op_cls.modal(op, bpy.context, esc)
+    while result == {"PASS_THROUGH"}:
+        time.sleep(0.05)  # the window timer's interval: never spin, the worker needs the interpreter
+        result = op_cls.modal(op, bpy.context, timer)
+    assert result == {"CANCELLED"} and ui.name not in rig_ops.ACTIVE
+    assert reports[-1][0] == {"WARNING"} and "cancel" in reports[-1][1]
