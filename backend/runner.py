@@ -101,30 +101,40 @@ def _load_key(spec: JobSpec) -> tuple:
     return (spec.task, m.generator, m.source, m.dtype, m.device, m.offload, m.vae_tiling)
 
 
+def _load_generator(spec: JobSpec, rep: _Reporter, cache: ModelCache, loader):
+    m = spec.models
+    rep.emit("loading", message=f"loading {m.generator}")
+    kwargs = dict(source=m.source, dtype=m.dtype, device=m.device, offload=m.offload, vae_tiling=m.vae_tiling)
+    return cache.get(_load_key(spec), lambda: loader(m.generator, **kwargs))
+
+
+def _prompt_request_fields(spec: JobSpec) -> dict:
+    """What image and video requests share: prompts, seeds, lam, steps, size, guidance, chain."""
+    e, s = spec.edit, spec.sampling
+    return dict(
+        prompts=e.prompts,
+        lam=s.lam if s.lam is not None else DEFAULT_LAM[spec.task],
+        seeds=e.seeds or [s.seed + i for i in range(len(e.prompts))],
+        steps=s.steps,
+        width=spec.output.width,
+        height=spec.output.height,
+        guidance=s.cfg_editor,
+        negative_prompt=e.negative_prompt,
+        chain=e.chain,
+        max_pull=s.max_pull,
+    )
+
+
 def _couple_images(spec: JobSpec, job: JobFolder, rep: _Reporter, should_cancel, cache: ModelCache):
     from .media import side_by_side
     from .pipelines.coupled_t2i import ImageRequest, couple_images, load_t2i
 
-    m = spec.models
-    rep.emit("loading", message=f"loading {m.generator}")
-    model = cache.get(
-        _load_key(spec),
-        lambda: load_t2i(m.generator, source=m.source, dtype=m.dtype, device=m.device, offload=m.offload, vae_tiling=m.vae_tiling),
-    )
+    model = _load_generator(spec, rep, cache, load_t2i)
     req = ImageRequest(
-        prompts=spec.edit.prompts,
-        lam=spec.sampling.lam if spec.sampling.lam is not None else DEFAULT_LAM["couple_images"],
-        seeds=spec.edit.seeds or [spec.sampling.seed + i for i in range(len(spec.edit.prompts))],
-        steps=spec.sampling.steps,
-        width=spec.output.width,
-        height=spec.output.height,
-        guidance=spec.sampling.cfg_editor,
-        negative_prompt=spec.edit.negative_prompt,
+        **_prompt_request_fields(spec),
         true_cfg=spec.sampling.true_cfg,
-        chain=spec.edit.chain,
         step=spec.sampling.step or ("euler" if model.family == "flux" else "ddpm"),
         alignment=spec.sampling.alignment,
-        max_pull=spec.sampling.max_pull,
     )
     res = couple_images(model, req, callback=rep.step, should_cancel=should_cancel)
     rep.emit("writing")
@@ -147,26 +157,8 @@ def _couple_videos(spec: JobSpec, job: JobFolder, rep: _Reporter, should_cancel,
     from .media import to_uint8, write_video
     from .pipelines.coupled_t2v import VideoRequest, couple_videos, load_t2v
 
-    m = spec.models
-    rep.emit("loading", message=f"loading {m.generator}")
-    model = cache.get(
-        _load_key(spec),
-        lambda: load_t2v(m.generator, source=m.source, dtype=m.dtype, device=m.device, offload=m.offload, vae_tiling=m.vae_tiling),
-    )
-    req = VideoRequest(
-        prompts=spec.edit.prompts,
-        lam=spec.sampling.lam if spec.sampling.lam is not None else DEFAULT_LAM["couple_videos"],
-        seeds=spec.edit.seeds or [spec.sampling.seed + i for i in range(len(spec.edit.prompts))],
-        steps=spec.sampling.steps,
-        width=spec.output.width,
-        height=spec.output.height,
-        frames=spec.output.frames,
-        guidance=spec.sampling.cfg_editor,
-        negative_prompt=spec.edit.negative_prompt,
-        chain=spec.edit.chain,
-        step=spec.sampling.step or "euler",
-        max_pull=spec.sampling.max_pull,
-    )
+    model = _load_generator(spec, rep, cache, load_t2v)
+    req = VideoRequest(**_prompt_request_fields(spec), frames=spec.output.frames, step=spec.sampling.step or "euler")
     res = couple_videos(model, req, callback=rep.step, should_cancel=should_cancel)
     rep.emit("writing")
     frames = to_uint8(res.videos)  # (N, F, H, W, 3)

@@ -27,6 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from backend.models import tiny  # noqa: E402
 from backend.pipelines.coupled_t2i import flux_velocity  # noqa: E402
 from backend.sampling import Coupling, FlowDenoiser, Participant, sample_coupled, schedules  # noqa: E402
 
@@ -42,17 +43,7 @@ FLUX_CONFIG = dict(
     pooled_projection_dim=768,
     axes_dims_rope=(16, 56, 56),
 )
-FLUX_TINY = dict(
-    patch_size=1,
-    in_channels=16,
-    num_layers=1,
-    num_single_layers=1,
-    attention_head_dim=16,
-    num_attention_heads=2,
-    joint_attention_dim=32,
-    pooled_projection_dim=32,
-    axes_dims_rope=(4, 4, 8),
-)
+FLUX_TINY = tiny.FLUX_TRANSFORMER
 WAN_1_3B = dict(
     patch_size=(1, 2, 2),
     num_attention_heads=12,
@@ -109,7 +100,7 @@ def flux_setup(args, device, dtype):
     return transformer, participant, shape
 
 
-WAN_TINY = dict(WAN_1_3B, num_attention_heads=2, attention_head_dim=12, text_dim=32, ffn_dim=32, num_layers=2)
+WAN_TINY = dict(tiny.WAN_TRANSFORMER, rope_max_seq_len=1024)
 
 
 def wan_setup(args, device, dtype):

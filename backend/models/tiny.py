@@ -141,23 +141,39 @@ def sd_components(seed: int = 0) -> dict:
 # --- Flux ---------------------------------------------------------------------------------------
 
 
+FLUX_TRANSFORMER = dict(
+    patch_size=1,
+    in_channels=16,
+    num_layers=1,
+    num_single_layers=1,
+    attention_head_dim=16,
+    num_attention_heads=2,
+    joint_attention_dim=32,
+    pooled_projection_dim=32,
+    axes_dims_rope=[4, 4, 8],
+)
+WAN_TRANSFORMER = dict(
+    patch_size=(1, 2, 2),
+    num_attention_heads=2,
+    attention_head_dim=12,
+    in_channels=16,
+    out_channels=16,
+    text_dim=32,
+    freq_dim=256,
+    ffn_dim=32,
+    num_layers=2,
+    cross_attn_norm=True,
+    qk_norm="rms_norm_across_heads",
+    rope_max_seq_len=32,
+)
+
+
 def flux_components(seed: int = 0, guidance_embeds: bool = False) -> dict:
     """FLUX.1 layout in miniature; ``guidance_embeds=True`` mimics dev, False schnell."""
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
 
     torch.manual_seed(seed)
-    transformer = FluxTransformer2DModel(
-        patch_size=1,
-        in_channels=16,
-        num_layers=1,
-        num_single_layers=1,
-        attention_head_dim=16,
-        num_attention_heads=2,
-        joint_attention_dim=32,
-        pooled_projection_dim=32,
-        axes_dims_rope=[4, 4, 8],
-        guidance_embeds=guidance_embeds,
-    ).eval()
+    transformer = FluxTransformer2DModel(**FLUX_TRANSFORMER, guidance_embeds=guidance_embeds).eval()
     torch.manual_seed(seed + 1)
     vae = AutoencoderKL(
         sample_size=64,
@@ -197,20 +213,7 @@ def wan_components(seed: int = 0) -> dict:
     torch.manual_seed(seed)
     vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]).eval()
     torch.manual_seed(seed + 1)
-    transformer = WanTransformer3DModel(
-        patch_size=(1, 2, 2),
-        num_attention_heads=2,
-        attention_head_dim=12,
-        in_channels=16,
-        out_channels=16,
-        text_dim=32,
-        freq_dim=256,
-        ffn_dim=32,
-        num_layers=2,
-        cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads",
-        rope_max_seq_len=32,
-    ).eval()
+    transformer = WanTransformer3DModel(**WAN_TRANSFORMER).eval()
     return {
         "transformer": transformer,
         "vae": vae,
