@@ -96,3 +96,20 @@ def apply_memory_options(pipe, device: torch.device, offload: str, vae_tiling: b
     if vae_tiling and hasattr(pipe.vae, "enable_tiling"):
         pipe.vae.enable_tiling()
     return pipe._execution_device if offload != "none" else device
+
+
+def build_pipeline(cls, source: str, entry: ModelEntry | None, dtype: torch.dtype, make_tiny, **from_pretrained_kwargs):
+    """A diffusers pipeline: tiny random components (labelled) or ``from_pretrained`` with clear errors.
+
+    Returns (pipeline, labels); ``make_tiny()`` builds the component dict for ``source == "tiny"``.
+    """
+    if source == "tiny":
+        from .tiny import TINY_LABEL
+
+        pipe = cls(**make_tiny())
+        if dtype != torch.float32:
+            pipe.to(dtype=dtype)
+        return pipe, [TINY_LABEL]
+    with friendly_hub_errors(source, gated=bool(entry and entry.gated)):
+        pipe = cls.from_pretrained(source, revision=entry.revision if entry else None, torch_dtype=dtype, **from_pretrained_kwargs)
+    return pipe, []

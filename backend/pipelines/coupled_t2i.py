@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from ..models import tiny
-from ..models.weights import ModelUnavailable, apply_memory_options, friendly_hub_errors, pick_device, resolve_source, torch_dtype
+from ..models.weights import ModelUnavailable, apply_memory_options, build_pipeline, pick_device, resolve_source, torch_dtype
 from ..sampling import Coupling, DiscreteDenoiser, FlowDenoiser, Participant, StepInfo, sample_coupled, schedules
 
 Tensor = torch.Tensor
@@ -256,20 +256,14 @@ def load_t2i(
     family = e.kind if e else ("flux" if "flux" in source.lower() else "sd")
     if family not in ("flux", "sd"):
         raise ModelUnavailable(f"{model!r} is a {family} model, not a text-to-image model")
-    labels = []
-    if source == "tiny":
-        comps = tiny.flux_components(guidance_embeds=bool(e.defaults.get("guidance"))) if family == "flux" else tiny.sd_components()
-        pipe = (FluxPipeline if family == "flux" else StableDiffusionPipeline)(**comps)
-        if dt != torch.float32:
-            pipe.to(dtype=dt)
-        labels.append(tiny.TINY_LABEL)
+    if family == "flux":
+        pipe, labels = build_pipeline(
+            FluxPipeline, source, e, dt, lambda: tiny.flux_components(guidance_embeds=bool(e.defaults.get("guidance")))
+        )
     else:
-        cls = FluxPipeline if family == "flux" else StableDiffusionPipeline
-        kwargs = {"torch_dtype": dt}
-        if family == "sd":
-            kwargs.update(safety_checker=None, requires_safety_checker=False)
-        with friendly_hub_errors(source, gated=bool(e and e.gated)):
-            pipe = cls.from_pretrained(source, revision=e.revision if e else None, **kwargs)
+        pipe, labels = build_pipeline(
+            StableDiffusionPipeline, source, e, dt, tiny.sd_components, safety_checker=None, requires_safety_checker=False
+        )
     exec_device = apply_memory_options(pipe, dev, offload, vae_tiling)
     out = (FluxModel if family == "flux" else SDModel)(pipe, model, source, labels, exec_device, dt)
     out.defaults = dict(e.defaults) if e else {}

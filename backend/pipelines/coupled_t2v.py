@@ -17,7 +17,15 @@ import numpy as np
 import torch
 
 from ..models import tiny
-from ..models.weights import ModelUnavailable, apply_memory_options, friendly_hub_errors, pick_device, resolve_source, torch_dtype
+from ..models.weights import (
+    ModelUnavailable,
+    apply_memory_options,
+    build_pipeline,
+    friendly_hub_errors,
+    pick_device,
+    resolve_source,
+    torch_dtype,
+)
 from ..sampling import FlowDenoiser, Participant, StepInfo, sample_coupled, schedules
 from .coupled_t2i import pair_couplings, pairwise_rms
 
@@ -166,19 +174,15 @@ def load_t2v(
         raise ModelUnavailable(f"{model!r} is a {e.kind} model, not a Wan text-to-video model")
     dev = pick_device(device)
     dt = torch_dtype(dtype, dev)
-    labels = []
-    if source == "tiny":
-        pipe = WanPipeline(**tiny.wan_components())
-        if dt != torch.float32:
-            pipe.to(dtype=dt)
-        labels.append(tiny.TINY_LABEL)
-    else:
-        with friendly_hub_errors(source):
-            # Wan's VAE is kept in float32 as the model card advises; the transformer takes dt
-            from diffusers import AutoencoderKLWan
+    kwargs = {}
+    if source != "tiny":
+        from diffusers import AutoencoderKLWan
 
-            vae = AutoencoderKLWan.from_pretrained(source, subfolder="vae", torch_dtype=torch.float32, revision=e.revision if e else None)
-            pipe = WanPipeline.from_pretrained(source, vae=vae, torch_dtype=dt, revision=e.revision if e else None)
+        with friendly_hub_errors(source):  # Wan's VAE stays float32, as the model card advises
+            kwargs["vae"] = AutoencoderKLWan.from_pretrained(
+                source, subfolder="vae", torch_dtype=torch.float32, revision=e.revision if e else None
+            )
+    pipe, labels = build_pipeline(WanPipeline, source, e, dt, tiny.wan_components, **kwargs)
     exec_device = apply_memory_options(pipe, dev, offload, vae_tiling)
     pipe.set_progress_bar_config(disable=True)
     return WanModel(pipe, model, source, labels, exec_device, dt, dict(e.defaults) if e else {})
