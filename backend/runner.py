@@ -233,6 +233,34 @@ def _novel_views(spec: JobSpec, job: JobFolder, rep: _Reporter, should_cancel, c
     side_by_side(pils, [v.name for v, _ in targets], footer=footer).save(job.root / "outputs/contact_sheet.png")
     outputs.append(OutputFile(path="outputs/contact_sheet.png", kind="image", role="side_by_side"))
     meta = res.metadata | {"model": key, "targets": [v.name for v, _ in targets], "inputs": [v.name for v in spec.views if v.image]}
+    if all(v.depth for v in spec.views):
+        rep.emit("writing", message="consistency report")
+        generated = dict(zip([v.name for v, _ in targets], pils, strict=True))
+        meta["consistency"] = _consistency_outputs(spec, job, generated, outputs)
     _write_metadata(job, meta)
     outputs.append(OutputFile(path="outputs/metadata.json", kind="json", role="metadata"))
     return outputs, meta
+
+
+def _consistency_outputs(spec: JobSpec, job: JobFolder, generated: dict, outputs: list[OutputFile]) -> dict:
+    """Reproject every view into the others with the exact depths; report + heat maps (DESIGN §3.6)."""
+    import numpy as np
+    from PIL import Image
+
+    from .consistency import ViewGeometry, consistency, heatmap_rgb
+    from .media import side_by_side
+
+    views = []
+    for v in spec.views:
+        img = generated[v.name] if v.name in generated else Image.open(job.input_path(v.image)).convert("RGB")
+        arr = np.asarray(img.convert("RGB"), dtype=np.float64) / 255.0
+        views.append(ViewGeometry(arr, np.load(job.input_path(v.depth)), np.array(v.K), np.array(v.c2w)))
+    report = consistency(views)
+    data = report.to_dict() | {"views": [v.name for v in spec.views], "units": "mean absolute RGB difference, 0..1"}
+    (job.root / "outputs/consistency.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    outputs.append(OutputFile(path="outputs/consistency.json", kind="json", role="consistency"))
+    heat = [Image.fromarray(heatmap_rgb(h)) for h in report.heatmaps]
+    caps = [f"{v.name}: {e:.3f}" if e == e else f"{v.name}: -" for v, e in zip(spec.views, report.per_view, strict=True)]
+    side_by_side(heat, caps, footer=f"consistency, mean {report.mean:.3f}").save(job.root / "outputs/consistency_heatmaps.png")
+    outputs.append(OutputFile(path="outputs/consistency_heatmaps.png", kind="image", role="consistency"))
+    return {"mean": report.mean, "per_view": report.per_view}

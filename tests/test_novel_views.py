@@ -151,3 +151,38 @@ def test_vae_wrapper_is_scaled_posterior_mean_and_chunking_changes_nothing(model
         torch.testing.assert_close(SevaVAE(vae, chunk).encode(imgs), ref, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(SevaVAE(vae, chunk).decode(ref), dec_ref, rtol=1e-4, atol=1e-5)
     assert VAE_SCALE == 0.18215
+
+
+def test_novel_view_job_with_depths_writes_a_consistency_report(tmp_path):
+    """Views with exact depth (a ground plane seen from above): the job scores its own outputs."""
+    from test_consistency import CAMS, H, W, render  # synthetic plane views
+
+    from backend.jobs import JobFolder
+    from backend.runner import run_job
+
+    views, files = [], {}
+    for i, c2w in enumerate(CAMS):
+        g = render(c2w)
+        np.save(tmp_path / f"d{i}.npy", g.depth.astype(np.float32))
+        files[f"d{i}.npy"] = tmp_path / f"d{i}.npy"
+        v = {"name": f"v{i}", "width": W, "height": H, "K": g.K.tolist(), "c2w": c2w.tolist(), "depth": f"d{i}.npy"}
+        if i == 0:
+            Image.fromarray((g.image * 255).astype(np.uint8)).save(tmp_path / "v0.png")
+            files["v0.png"], v["image"] = tmp_path / "v0.png", "v0.png"
+        views.append(v)
+    spec = parse_spec(
+        {
+            "task": "novel_views",
+            "views": views,
+            "models": {"multiview": "seva-tiny"},
+            "sampling": {"steps": 2},
+            "multiview": {"window": 4, "size": 64},
+        }
+    )
+    job = JobFolder.create(tmp_path / "job", spec, files)
+    res = run_job(job)
+    assert res.status == "done", res.error
+    report = json.loads((job.root / "outputs/consistency.json").read_text())
+    assert len(report["per_view"]) == 4 and report["pairs"] and report["mean"] > 0  # tiny random outputs: inconsistent
+    assert Image.open(job.root / "outputs/consistency_heatmaps.png").size[0] > 4 * W
+    assert res.metadata["consistency"]["mean"] == pytest.approx(report["mean"])
