@@ -48,6 +48,7 @@ def make_job(context) -> jobs.RigJob:
         s.task,
         render=render,
         photos=s.use_photos,
+        passes=not s.use_photos,  # depth of every view: the job reports multi-view consistency
         models={"multiview": s.model},
         sampling={"steps": s.steps, "cfg_multiview": s.guidance, "seed": s.seed},
         multiview={"size": s.working_size},

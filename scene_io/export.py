@@ -86,7 +86,7 @@ def scene_objects(scene: bpy.types.Scene) -> list[bpy.types.Object]:
 def finish_job(folder: Path, scene, cameras, renderer: ViewRenderer, task: str, **sections) -> Path:
     """job.json (+ objects.json when passes were rendered) once every view is rendered."""
     images = {c.name: p.name for c, p in zip(renderer.cameras, renderer.done, strict=True)}
-    passes = {c.name: f for c, f in zip(renderer.cameras, renderer.pass_files, strict=True)} if renderer.passes_enabled else None
+    passes = renderer.pass_files if renderer.passes_enabled else None
     if renderer.passes_enabled:
         (Path(folder) / "inputs").mkdir(parents=True, exist_ok=True)
         (Path(folder) / "inputs" / "objects.json").write_text(json.dumps({str(k): v for k, v in renderer.object_names.items()}, indent=2))
@@ -104,11 +104,15 @@ def export_rig(
 ) -> Path:
     """Render the views marked in ``render`` (default: all) into inputs/ and write the job (blocking).
 
-    ``passes``: also planar depth, world normals and object index of those views (float .npy)."""
+    ``passes``: also planar depth, world normals and object index (float .npy) of every view,
+    rendered or not, so generated views can be checked for consistency and projected."""
     render = list(render) if render is not None else [True] * len(cameras)
     folder = Path(folder)
     to_render = [c for c, r in zip(cameras, render, strict=True) if r]
-    renderer = ViewRenderer(scene, to_render, folder / "inputs", [safe_name(c.name) for c in to_render], passes, scene_objects(scene))
+    others = [(c, safe_name(c.name)) for c in cameras if c not in to_render]
+    renderer = ViewRenderer(
+        scene, to_render, folder / "inputs", [safe_name(c.name) for c in to_render], passes, scene_objects(scene), others
+    )
     renderer.run()
     return finish_job(folder, scene, cameras, renderer, task, **sections)
 

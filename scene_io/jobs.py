@@ -66,8 +66,9 @@ class RigJob:
         mask = [False] * len(self.cameras) if photos else (list(render) if render is not None else [True] * len(self.cameras))
         self.to_render = [c for c, r in zip(self.cameras, mask, strict=True) if r]
         self.names = [safe_name(c.name) for c in self.to_render]
-        self.renderer = ViewRenderer(scene, self.to_render, self.folder / "inputs", self.names, passes, scene_objects(scene))
-        self.status = JobStatus(message=f"rendering 0/{len(self.to_render)} views")
+        others = [(c, safe_name(c.name)) for c in self.cameras if c not in self.to_render and not photos]
+        self.renderer = ViewRenderer(scene, self.to_render, self.folder / "inputs", self.names, passes, scene_objects(scene), others)
+        self.status = JobStatus(message=f"rendering 0/{self.renderer.total} views")
         self._events: queue.Queue = queue.Queue()
         self._cancel = threading.Event()
         self._thread: threading.Thread | None = None
@@ -82,9 +83,9 @@ class RigJob:
         if st.state == "rendering":
             if self._cancel.is_set():
                 return self._finish_cancelled()
-            more = self.renderer.step() if self.to_render else False
-            st.fraction = 0.1 * len(self.renderer.done) / max(len(self.to_render), 1)
-            st.message = f"rendering {len(self.renderer.done)}/{len(self.to_render)} views"
+            more = self.renderer.step()
+            st.fraction = 0.1 * self.renderer.steps_done / max(self.renderer.total, 1)
+            st.message = f"rendering {self.renderer.steps_done}/{self.renderer.total} views"
             if more:
                 return 0.0
             self._start_worker()

@@ -64,7 +64,11 @@ def render_view(scene: bpy.types.Scene, camera: bpy.types.Object, path: Path) ->
 
 
 class ViewRenderer:
-    """Renders a rig one view per ``step()``; settings restored when done, cancelled or failed."""
+    """Renders a rig one view per ``step()``; settings restored when done, cancelled or failed.
+
+    Colour is rendered for ``cameras``; with ``passes``, depth/normals/index are rendered for
+    them and for ``pass_only`` cameras too (views that will be generated still have geometry).
+    """
 
     def __init__(
         self,
@@ -74,35 +78,48 @@ class ViewRenderer:
         names: Sequence[str],
         passes: bool = False,
         objects: Sequence[bpy.types.Object] = (),
+        pass_only: Sequence[tuple[bpy.types.Object, str]] = (),
     ) -> None:
-        """``passes``: also depth, normals and object index per view; ``objects`` get indices 1..N."""
-        not_cameras = [c.name for c in cameras if c.type != "CAMERA"]
+        """``objects`` get object-pass indices 1..N; ``pass_only`` holds (camera, file stem) pairs."""
+        not_cameras = [c.name for c in [*cameras, *(c for c, _ in pass_only)] if c.type != "CAMERA"]
         if not_cameras:
             raise ValueError(f"not cameras: {not_cameras}; a rig holds camera objects only")
         self.scene, self.cameras, self.folder, self.names = scene, list(cameras), Path(folder), list(names)
         self.done: list[Path] = []
         self.passes_enabled, self.objects = passes, list(objects)
-        self.pass_files: list[dict[str, str]] = []
+        self.pass_only = list(pass_only) if passes else []
+        self.pass_files: dict[str, dict[str, str]] = {}  # camera name -> pass files
         self.object_names: dict[int, str] = {}
+        self.steps_done = 0
         self._ctx = None
 
     @property
+    def total(self) -> int:
+        return len(self.cameras) + len(self.pass_only)
+
+    @property
     def finished(self) -> bool:
-        return len(self.done) == len(self.cameras)
+        return self.steps_done == self.total
 
     def step(self) -> bool:
         """Render the next view; True while views remain."""
+        if self.finished:
+            return False
         if self._ctx is None:
             self.folder.mkdir(parents=True, exist_ok=True)
             self._ctx = editing_render_settings(self.scene)
             self._ctx.__enter__()
-        i = len(self.done)
+        i = self.steps_done
         try:
-            png = render_view(self.scene, self.cameras[i], self.folder / f"{self.names[i]}.png")
+            if i < len(self.cameras):
+                cam, stem = self.cameras[i], self.names[i]
+                self.done.append(render_view(self.scene, cam, self.folder / f"{stem}.png"))
+            else:
+                cam, stem = self.pass_only[i - len(self.cameras)]
             if self.passes_enabled:
                 with pass_render_settings(self.scene, self.objects) as self.object_names:
-                    self.pass_files.append(render_passes(self.scene, self.cameras[i], self.folder, self.names[i]))
-            self.done.append(png)
+                    self.pass_files[cam.name] = render_passes(self.scene, cam, self.folder, stem)
+            self.steps_done += 1
         except BaseException:
             self.close()
             raise

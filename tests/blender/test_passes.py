@@ -33,6 +33,8 @@ def test_depth_normals_and_index_match_the_geometry(scene, tmp_path):
     vl = bpy.context.view_layer
     before = (s.render.engine, vl.use_pass_z, vl.use_pass_normal, s.render.image_settings.file_format, s.render.filter_size)
     folder = export.export_rig(s, cams, tmp_path / "job", "novel_views", render=[True, True, False], passes=True)
+    target = json.loads((folder / "job.json").read_text())["views"][2]
+    assert target["image"] is None and (folder / "inputs" / target["depth"]).exists()  # generated views get geometry too
     assert (s.render.engine, vl.use_pass_z, vl.use_pass_normal, s.render.image_settings.file_format, s.render.filter_size) == before
     assert bpy.data.objects["Ball"].pass_index == 42 and bpy.data.objects["Box"].pass_index == 0
     spec = json.loads((folder / "job.json").read_text())

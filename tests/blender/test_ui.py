@@ -49,7 +49,10 @@ def test_turntable_run_and_apply_from_operators(ui, tmp_path):
     assert ui.camera == s.rig_collection.objects[0]
     assert bpy.ops.coupled_edit.run("INVOKE_DEFAULT") == {"FINISHED"}  # headless: the synchronous path
     job = Path(s.last_job)
-    assert job.parent == tmp_path and json.loads((job / "result.json").read_text())["status"] == "done"
+    result = json.loads((job / "result.json").read_text())
+    assert job.parent == tmp_path and result["status"] == "done"
+    # every view carried its exact depth, so the run scored its own consistency
+    assert {o["path"] for o in result["outputs"]} >= {"outputs/consistency.json", "outputs/consistency_heatmaps.png"}
     assert bpy.ops.coupled_edit.apply_strips() == {"FINISHED"}
     assert len([i for i in bpy.data.images if i.name.startswith("CE ")]) == 4
     assert len(ui.sequence_editor.strips) == 4
