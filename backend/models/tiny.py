@@ -221,3 +221,9 @@ def wan_components(seed: int = 0) -> dict:
         "tokenizer": t5_tokenizer(),
         "scheduler": FlowMatchEulerDiscreteScheduler(shift=3.0),
     }
+
+
+def offsets_like(state_dict: dict, seed: int = 0, scale: float = 0.01) -> dict:
+    """A random 'delta' with the keys and shapes of ``state_dict`` (stands in for an IC-Light file)."""
+    g = torch.Generator().manual_seed(seed)
+    return {k: torch.randn(v.shape, generator=g, dtype=torch.float32).to(v.dtype) * scale for k, v in state_dict.items()}

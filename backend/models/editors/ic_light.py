@@ -1,0 +1,164 @@
+"""IC-Light relighting (research/editors.md §1): SD1.5 UNet + widened conv_in + IC-Light offsets.
+
+fc: UNet input = [noisy latent (4) | foreground latent (4)]; fbc: + background latent (4).
+The foreground is composited on flat grey 127 from the view's exact alpha (rendered views carry
+it, so no matting network is needed); condition latents are the VAE posterior *mode* x 0.18215
+of pixels mapped with x/127 - 1 (grey 127 encodes to 0). The network is called directly with the
+concatenated input, so ``unet.config.in_channels`` stays 4 and no forward hook is needed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from ...registry import MODELS
+from ...sampling import DiscreteDenoiser, Participant, schedules
+from ..weights import ModelUnavailable, build_pipeline, friendly_hub_errors, pick_device, resolve_source, torch_dtype
+
+Tensor = torch.Tensor
+CHANNELS = {"fc": 8, "fbc": 12}
+GREY = 127.0
+DEFAULT_NEGATIVE = "lowres, bad anatomy, bad hands, cropped, worst quality"
+
+
+def widen_conv_in(unet: nn.Module, in_channels: int) -> None:
+    """conv_in with ``in_channels`` inputs: old weights in channels 0-3, zeros after, same bias."""
+    old = unet.conv_in
+    new = nn.Conv2d(
+        in_channels, old.out_channels, old.kernel_size, old.stride, old.padding, device=old.weight.device, dtype=old.weight.dtype
+    )
+    with torch.no_grad():
+        new.weight.zero_()
+        new.weight[:, : old.in_channels] = old.weight
+        new.bias.copy_(old.bias)
+    unet.conv_in = new
+
+
+def merge_offsets(unet: nn.Module, offsets: dict[str, Tensor]) -> None:
+    """unet <- base + offset for every key (the IC-Light file is a delta against its base)."""
+    base = unet.state_dict()
+    missing, extra = sorted(set(base) - set(offsets)), sorted(set(offsets) - set(base))
+    wrong = sorted(k for k in set(base) & set(offsets) if tuple(base[k].shape) != tuple(offsets[k].shape))
+    if missing or extra or wrong:
+        raise ModelUnavailable(
+            f"IC-Light offsets do not fit this UNet: {len(missing)} missing, {len(extra)} unexpected, {len(wrong)} mis-shaped "
+            f"(first: {(missing + extra + wrong)[:5]}); is the variant (fc/fbc) right and the base an SD1.5 UNet?"
+        )
+    merged = {k: (v.float() + offsets[k].to(v.device).float()).to(v.dtype) for k, v in base.items()}
+    unet.load_state_dict(merged, strict=True)
+
+
+def composite_on_grey(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """uint8-range RGB (H, W, 3) and alpha in [0, 1] -> 127 + (rgb - 127) * alpha, as IC-Light expects."""
+    return GREY + (rgb.astype(np.float64) - GREY) * alpha[..., None]
+
+
+@dataclass
+class ICLight:
+    pipe: object  # StableDiffusionPipeline holding the merged UNet, VAE, text encoder, scheduler
+    variant: str
+    device: torch.device
+    dtype: torch.dtype
+    labels: list[str] = field(default_factory=list)
+
+    @torch.no_grad()
+    def condition_latents(
+        self, foregrounds: Sequence[np.ndarray], alphas: Sequence[np.ndarray], backgrounds: Sequence[np.ndarray] | None = None
+    ) -> Tensor:
+        """(N, 4|8, h, w): the foreground on grey (and the background for fbc), VAE mode x scale."""
+        if (self.variant == "fbc") != (backgrounds is not None):
+            raise ValueError("IC-Light fbc needs one background per view; fc takes none")
+        imgs = [composite_on_grey(f, a) for f, a in zip(foregrounds, alphas, strict=True)]
+        if backgrounds is not None:
+            imgs += [b.astype(np.float64) for b in backgrounds]
+        x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float() / GREY - 1.0
+        vae = self.pipe.vae
+        z = vae.encode(x.to(self.device, vae.dtype)).latent_dist.mode() * vae.config.scaling_factor
+        z = z.float()
+        n = len(foregrounds)
+        return torch.cat([z[:n], z[n:]], dim=1) if backgrounds is not None else z
+
+    @torch.no_grad()
+    def encode_prompts(self, prompt: str, negative: str, n: int) -> tuple[Tensor, Tensor]:
+        cond, uncond = self.pipe.encode_prompt([prompt] * n, self.device, 1, True, [negative] * n)
+        return cond, uncond
+
+    def denoiser(self, conds: Tensor, cond: Tensor, uncond: Tensor, cfg: float) -> DiscreteDenoiser:
+        unet = self.pipe.unet
+        table = schedules.sigmas_from_alphas_cumprod(self.pipe.scheduler.alphas_cumprod)
+
+        def eps(x_vp: Tensor, t: Tensor) -> Tensor:
+            inp = torch.cat([x_vp, conds.to(x_vp)], dim=1).to(self.dtype)
+            with torch.no_grad():
+                if cfg == 1.0:
+                    return unet(inp, t, encoder_hidden_states=cond).sample.float()
+                out = unet(torch.cat([inp, inp]), torch.cat([t, t]), encoder_hidden_states=torch.cat([uncond, cond])).sample.float()
+            u, c = out.chunk(2)
+            return u + cfg * (c - u)
+
+        return DiscreteDenoiser(eps, table, self.pipe.scheduler.config.get("prediction_type", "epsilon"))
+
+    def participant(
+        self,
+        name: str,
+        conds: Tensor,
+        prompt: str,
+        steps: int = 25,
+        cfg: float = 2.0,
+        seeds: Sequence[int] | int = 0,
+        negative: str = DEFAULT_NEGATIVE,
+    ) -> Participant:
+        """Per-view IC-Light as a coupled-sampler participant (one item per view)."""
+        n, _, h, w = conds.shape
+        cond, uncond = self.encode_prompts(prompt, negative, n)
+        sched = self.pipe.scheduler
+        table = schedules.sigmas_from_alphas_cumprod(sched.alphas_cumprod)
+        sigmas = schedules.discrete_schedule(
+            table, steps, sched.config.get("timestep_spacing", "leading"), sched.config.get("steps_offset", 0)
+        )
+        return Participant(name, self.denoiser(conds, cond, uncond, cfg), (n, 4, h, w), sigmas=sigmas, seeds=seeds, device=self.device)
+
+    @torch.no_grad()
+    def decode(self, latents: Tensor) -> Tensor:
+        vae = self.pipe.vae
+        return vae.decode((latents / vae.config.scaling_factor).to(vae.dtype)).sample.float().clamp(-1, 1)
+
+
+def load_ic_light(
+    variant: str = "fc", *, base: str = "ic-light-base", offsets: str | None = None, dtype: str = "auto", device: str = "auto"
+) -> ICLight:
+    """Base SD1.5 (default Realistic Vision 5.1) + widened conv_in + IC-Light offsets; ``base="tiny"`` builds a tiny random one."""
+    from diffusers import StableDiffusionPipeline
+
+    from .. import tiny
+
+    if variant not in CHANNELS:
+        raise ValueError(f"IC-Light variant must be one of {sorted(CHANNELS)}, got {variant!r}")
+    dev = pick_device(device)
+    dt = torch_dtype(dtype, dev)
+    if base == "tiny":
+        pipe, labels = build_pipeline(StableDiffusionPipeline, "tiny", None, dt, tiny.sd_components)
+        widen_conv_in(pipe.unet, CHANNELS[variant])
+        off = tiny.offsets_like(pipe.unet.state_dict(), seed=7)
+    else:
+        source, e = resolve_source(base)
+        pipe, labels = build_pipeline(
+            StableDiffusionPipeline, source, e, dt, tiny.sd_components, safety_checker=None, requires_safety_checker=False
+        )
+        widen_conv_in(pipe.unet, CHANNELS[variant])
+        entry = MODELS[offsets or f"ic-light-{variant}"]
+        from huggingface_hub import hf_hub_download
+        from safetensors.torch import load_file
+
+        with friendly_hub_errors(entry.repo):
+            path = hf_hub_download(entry.repo, entry.filename, revision=entry.revision)
+        off = load_file(path)
+    merge_offsets(pipe.unet, off)
+    pipe.vae.to(torch.bfloat16 if dev.type == "cuda" else torch.float32)  # SD VAEs overflow in fp16
+    pipe.to(dev)
+    return ICLight(pipe, variant, dev, dt, labels)
