@@ -214,6 +214,14 @@ class JobSpec(_Strict):
             if gen is None or MODELS[gen].kind not in kinds:
                 allowed = sorted(k for k, e in MODELS.items() if e.kind in kinds)
                 raise ValueError(f"models.generator: task {self.task!r} needs one of {allowed}, got {gen!r}")
+        if self.task == "relight_text":
+            if not self.edit.prompt.strip():
+                raise ValueError("edit.prompt: task 'relight_text' needs a lighting prompt, e.g. 'sunset over the sea'")
+            no_image = [v.name for v in self.views if not v.image]
+            if no_image:
+                raise ValueError(f"views: task 'relight_text' edits every view, so each needs an image; missing for {no_image}")
+            if self.models.editor is not None and MODELS[self.models.editor].kind != "ic_light":
+                raise ValueError(f"models.editor: {self.models.editor!r} is not an IC-Light model")
         if self.task == "novel_views":
             with_image = [v for v in self.views if v.image]
             if not with_image or len(with_image) == len(self.views):

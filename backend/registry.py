@@ -95,6 +95,7 @@ _ENTRIES = [
     ModelEntry("seva-clip", "clip", "laion/CLIP-ViT-H-14-laion2B-s32B-b79K", licence="MIT"),
     ModelEntry("ic-light-fc", "ic_light", "lllyasviel/ic-light", filename="iclight_sd15_fc.safetensors", licence="CreativeML OpenRAIL-M"),
     ModelEntry("ic-light-fbc", "ic_light", "lllyasviel/ic-light", filename="iclight_sd15_fbc.safetensors", licence="CreativeML OpenRAIL-M"),
+    ModelEntry("ic-light-tiny", "ic_light", None, notes="tiny random IC-Light fc (tiny SD1.5 layout + random offsets)"),
     ModelEntry("ic-light-base", "sd", "stablediffusionapi/realistic-vision-v51", licence="CreativeML OpenRAIL-M"),
     ModelEntry("controlnet-depth", "controlnet", "lllyasviel/control_v11f1p_sd15_depth", licence="OpenRAIL"),
     ModelEntry("controlnet-canny", "controlnet", "lllyasviel/control_v11p_sd15_canny", licence="OpenRAIL"),

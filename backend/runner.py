@@ -20,7 +20,7 @@ from .sampling import Cancelled, StepInfo
 ProgressFn = Callable[[ProgressEvent], None]
 CancelFn = Callable[[], bool]
 DEFAULT_LAM = {"couple_images": 0.3, "couple_videos": 0.3}
-IMPLEMENTED = ("couple_images", "couple_videos", "novel_views")
+IMPLEMENTED = ("couple_images", "couple_videos", "novel_views", "relight_text")
 
 
 class ModelCache:
@@ -78,7 +78,12 @@ def run_job(
         spec = job.spec()
         if spec.task not in IMPLEMENTED:
             raise NotImplementedError(f"task {spec.task!r} is not available in this version; available: {', '.join(IMPLEMENTED)}")
-        run = {"couple_images": _couple_images, "couple_videos": _couple_videos, "novel_views": _novel_views}[spec.task]
+        run = {
+            "couple_images": _couple_images,
+            "couple_videos": _couple_videos,
+            "novel_views": _novel_views,
+            "relight_text": _relight_text,
+        }[spec.task]
         outputs, metadata = run(spec, job, rep, should_cancel, cache or ModelCache())
         result = JobResult(
             job_id=job.job_id, status="done", outputs=outputs, metadata=metadata, started_at=started, finished_at=time.time()
@@ -264,3 +269,96 @@ def _consistency_outputs(spec: JobSpec, job: JobFolder, generated: dict, outputs
     side_by_side(heat, caps, footer=f"consistency, mean {report.mean:.3f}").save(job.root / "outputs/consistency_heatmaps.png")
     outputs.append(OutputFile(path="outputs/consistency_heatmaps.png", kind="image", role="consistency"))
     return {"mean": report.mean, "per_view": report.per_view}
+
+
+def _load_seva(spec: JobSpec, rep: _Reporter, cache: ModelCache):
+    from .models.seva.encoders import load_seva_model
+    from .models.weights import pick_device, torch_dtype
+
+    m = spec.models
+    key = m.multiview or "seva-1.1"
+    device = pick_device(m.device)
+    dtype = None if m.dtype == "auto" and device.type == "cpu" else torch_dtype(m.dtype, device)
+    rep.emit("loading", message=f"loading {key}")
+    return key, cache.get(
+        ("seva", key, m.source, m.dtype, str(device)),
+        lambda: load_seva_model("tiny" if key == "seva-tiny" else (m.source or key), dtype=dtype, device=device),
+    )
+
+
+def _relight_text(spec: JobSpec, job: JobFolder, rep: _Reporter, should_cancel, cache: ModelCache):
+    import numpy as np
+    from PIL import Image
+
+    from .media import save_image, side_by_side, tensor_to_pil
+    from .models.editors.ic_light import load_ic_light
+    from .pipelines.multiview_edit import EditSettings, EditView, relight_views, resize_to
+
+    seva_key, seva = _load_seva(spec, rep, cache)
+    ed_key = spec.models.editor or "ic-light-fc"
+    rep.emit("loading", message=f"loading {ed_key}")
+    variant = "fbc" if ed_key == "ic-light-fbc" else "fc"
+    editor = cache.get(
+        ("editor", ed_key, spec.models.dtype, spec.models.device),
+        lambda: load_ic_light(
+            variant, base="tiny" if ed_key == "ic-light-tiny" else "ic-light-base", dtype=spec.models.dtype, device=spec.models.device
+        ),
+    )
+    views = []
+    for v in spec.views:
+        im = Image.open(job.input_path(v.image))
+        if "A" not in im.getbands():
+            raise ValueError(
+                f"view {v.name!r} has no alpha channel: IC-Light composites the foreground on grey from the exact alpha; "
+                "render with a transparent film"
+            )
+        views.append(EditView(np.asarray(im.convert("RGBA"), dtype=np.float64), np.array(v.K), np.array(v.c2w)))
+    s, mv = spec.sampling, spec.multiview
+    settings = EditSettings(
+        prompt=spec.edit.prompt,
+        negative_prompt=spec.edit.negative_prompt or EditSettings.negative_prompt,
+        lam=s.lam if s.lam is not None else 0.015,
+        steps=s.steps or 25,
+        cfg_editor=s.cfg_editor if s.cfg_editor is not None else 2.0,
+        cfg_multiview=s.cfg_multiview if s.cfg_multiview is not None else 2.0,
+        cfg_min=mv.cfg_min,
+        guider=mv.guider,
+        camera_scale=mv.camera_scale,
+        T=mv.window,
+        size=mv.size,
+        seed=s.seed,
+        step=s.step or "ddpm",
+        alignment=s.alignment,
+        max_pull=s.max_pull,
+    )
+
+    def on_step(label, info) -> None:
+        rep.emit("sampling", info.step, info.total, label, info.elapsed_s / info.step * (info.total - info.step))
+
+    res = relight_views(seva, editor, views, spec.reference_view, settings, callback=on_step, should_cancel=should_cancel)
+    rep.emit("writing")
+    outputs, pils = [], []
+    for v, img in zip(spec.views, res.images, strict=True):
+        pil = tensor_to_pil(resize_to(img, v.width, v.height))
+        name = f"outputs/{slug(v.name, 60)}.png"
+        save_image(pil, job.root / name)
+        pils.append(pil)
+        outputs.append(
+            OutputFile(path=name, kind="image", view=v.name, role="reference_edit" if v is spec.views[spec.reference_view] else "result")
+        )
+    originals = [Image.open(job.input_path(v.image)).convert("RGB") for v in spec.views]
+    label = " | TINY RANDOM WEIGHTS" if res.metadata["labels"] else ""
+    sheet_in = side_by_side(originals, [v.name for v in spec.views], footer="inputs")
+    sheet_out = side_by_side(pils, [v.name for v in spec.views], footer=f"relit: {spec.edit.prompt} (lam {settings.lam}){label}")
+    sheet = Image.new("RGB", (max(sheet_in.width, sheet_out.width), sheet_in.height + sheet_out.height))
+    sheet.paste(sheet_in, (0, 0))
+    sheet.paste(sheet_out, (0, sheet_in.height))
+    sheet.save(job.root / "outputs/contact_sheet.png")
+    outputs.append(OutputFile(path="outputs/contact_sheet.png", kind="image", role="side_by_side"))
+    meta = res.metadata | {"models": {"multiview": seva_key, "editor": ed_key}, "reference_view": spec.views[spec.reference_view].name}
+    if all(v.depth for v in spec.views):
+        rep.emit("writing", message="consistency report")
+        meta["consistency"] = _consistency_outputs(spec, job, {v.name: p for v, p in zip(spec.views, pils, strict=True)}, outputs)
+    _write_metadata(job, meta)
+    outputs.append(OutputFile(path="outputs/metadata.json", kind="json", role="metadata"))
+    return outputs, meta
