@@ -6,13 +6,18 @@ STAMP  := $(VENV)/.installed
 APT_PACKAGES := libgl1 libglx0 libegl1 libegl-mesa0 libgl1-mesa-dri libgbm1 libx11-6 libxext6 libxfixes3 \
                 libxi6 libxrender1 libxkbcommon0 libsm6 libice6
 
-.PHONY: demo test lint validate-extension apt venv clean
+.PHONY: demo demo-images test lint validate-extension apt venv clean
 
-# Offline by construction: no model weights can be fetched, the demo uses tiny random models.
+# The main job end to end: scene -> turntable -> coupled relighting -> write-back (see README).
+# Offline by construction: real weights are used only if already cached, else tiny random models.
 demo: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) demo/relight_turntable.py --out outputs/demo
+
+# Coupled generation of two prompts (Flux layout, tiny random weights unless --model says otherwise)
+demo-images: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m backend couple-images --model tiny \
 	    --prompt "Japanese samurai" --prompt "astronaut on Mars" --lam 0.5 \
-	    --width 128 --height 128 --compare --overwrite --out outputs/demo
+	    --width 128 --height 128 --compare --overwrite --out outputs/demo_images
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q

@@ -3,7 +3,16 @@
 import bpy
 
 TASKS = [
+    (
+        "relight_text",
+        "Relight (IC-Light × SEVA)",
+        "Relight every view from a prompt; IC-Light coupled with Stable Virtual Camera keeps the views consistent",
+    ),
     ("novel_views", "Fill Views (SEVA)", "Generate every other rig view from the reference view with Stable Virtual Camera"),
+]
+EDITORS = [
+    ("ic-light-fc", "IC-Light fc", "IC-Light foreground-conditioned (lllyasviel/ic-light on Realistic Vision 5.1)"),
+    ("ic-light-tiny", "Tiny (test)", "Tiny random IC-Light: checks the whole chain in seconds, output is noise"),
 ]
 MODELS = [
     ("seva-1.1", "SEVA 1.1", "stabilityai/stable-virtual-camera v1.1 (gated; non-commercial licence)"),
@@ -44,6 +53,16 @@ class CoupledEditSettings(bpy.types.PropertyGroup):
     )
     task: bpy.props.EnumProperty(name="Task", items=TASKS, description="What to do with the rig")
     model: bpy.props.EnumProperty(name="Model", items=MODELS, description="Multi-view model weights")
+    editor: bpy.props.EnumProperty(name="Editor", items=EDITORS, description="2D editing model coupled with the multi-view model")
+    prompt: bpy.props.StringProperty(name="Prompt", default="beach sunset lighting", description="The lighting to give every view")
+    strength: bpy.props.FloatProperty(
+        name="Coupling",
+        default=0.015,
+        min=0.0,
+        max=10.0,
+        precision=3,
+        description="How strongly each view follows its 2D edit (0: multi-view model alone)",
+    )
     steps: bpy.props.IntProperty(name="Steps", default=50, min=1, max=1000, description="Denoising steps (more: slower, finer)")
     guidance: bpy.props.FloatProperty(
         name="Guidance", default=2.0, min=0.0, max=20.0, description="Classifier-free guidance scale of the multi-view model"

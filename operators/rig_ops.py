@@ -40,7 +40,12 @@ def make_job(context) -> jobs.RigJob:
     s = context.scene.coupled_edit
     cams = rig_cameras(context)
     ref = rigs.reference_index(cams, context.scene)
-    render = [i == ref for i in range(len(cams))]  # the reference view is the input; the rest are filled
+    if s.task == "relight_text":  # every view is edited
+        render, extra = [True] * len(cams), {"edit": {"prompt": s.prompt}, "models": {"multiview": s.model, "editor": s.editor}}
+        sampling = {"steps": s.steps, "cfg_multiview": s.guidance, "seed": s.seed, "lam": s.strength}
+    else:  # the reference view is the input; the rest are generated
+        render, extra = [i == ref for i in range(len(cams))], {"models": {"multiview": s.model}}
+        sampling = {"steps": s.steps, "cfg_multiview": s.guidance, "seed": s.seed}
     return jobs.RigJob(
         context.scene,
         cams,
@@ -49,9 +54,9 @@ def make_job(context) -> jobs.RigJob:
         render=render,
         photos=s.use_photos,
         passes=not s.use_photos,  # depth of every view: the job reports multi-view consistency
-        models={"multiview": s.model},
-        sampling={"steps": s.steps, "cfg_multiview": s.guidance, "seed": s.seed},
+        sampling=sampling,
         multiview={"size": s.working_size},
+        **extra,
     )
 
 

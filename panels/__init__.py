@@ -28,7 +28,12 @@ class VIEW3D_PT_coupled_edit(bpy.types.Panel):
         box.operator("coupled_edit.build_turntable", icon="CON_ROTLIKE")
         box = layout.box()
         box.label(text="Task", icon="SHADERFX")
-        for name in ("task", "model", "steps", "guidance", "seed", "working_size", "output_dir"):
+        box.prop(s, "task")
+        if s.task == "relight_text":
+            box.prop(s, "prompt")
+            box.prop(s, "editor")
+            box.prop(s, "strength")
+        for name in ("model", "steps", "guidance", "seed", "working_size", "output_dir"):
             box.prop(s, name)
         job = rig_ops.ACTIVE.get(context.scene.name)
         if job is not None:

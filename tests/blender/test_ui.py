@@ -39,8 +39,23 @@ def test_every_property_has_a_tooltip(ui):
     assert all(p.description for p in prefs.bl_rna.properties if p.identifier not in ("rna_type", "bl_idname"))
 
 
+def test_relight_from_the_panel(ui, tmp_path):
+    s = ui.coupled_edit
+    s.turntable_count, s.model, s.editor, s.steps, s.working_size, s.output_dir = 4, "seva-tiny", "ic-light-tiny", 2, 64, str(tmp_path)
+    s.task, s.prompt = "relight_text", "snowy soft lighting"
+    bpy.data.objects["Suzanne"].select_set(True)
+    bpy.ops.coupled_edit.build_turntable()
+    assert bpy.ops.coupled_edit.run() == {"FINISHED"}
+    job = Path(s.last_job)
+    spec = json.loads((job / "job.json").read_text())
+    assert spec["task"] == "relight_text" and spec["edit"]["prompt"] == "snowy soft lighting" and all(v["image"] for v in spec["views"])
+    result = json.loads((job / "result.json").read_text())
+    assert result["status"] == "done" and len([o for o in result["outputs"] if o["view"]]) == 4
+
+
 def test_turntable_run_and_apply_from_operators(ui, tmp_path):
     s = ui.coupled_edit
+    s.task = "novel_views"
     s.turntable_count, s.model, s.steps, s.working_size = 5, "seva-tiny", 2, 64
     s.output_dir = str(tmp_path)
     bpy.data.objects["Suzanne"].select_set(True)
@@ -97,6 +112,7 @@ def test_panel_shows_progress_and_cancel_while_a_job_runs(ui, tmp_path):
     rig_ops = importlib.import_module("coupled_edit.operators.rig_ops")
     panel_cls = bpy.types.VIEW3D_PT_coupled_edit
     s = ui.coupled_edit
+    s.task = "novel_views"
     s.turntable_count, s.model, s.steps, s.working_size, s.output_dir = 4, "seva-tiny", 2, 64, str(tmp_path)
     bpy.ops.coupled_edit.build_turntable()
     idle = Recorder()
@@ -129,6 +145,7 @@ def test_modal_run_ticks_on_timer_and_esc_cancels(ui, tmp_path):
     rig_ops = importlib.import_module("coupled_edit.operators.rig_ops")
     op_cls = bpy.types.COUPLED_EDIT_OT_run
     s = ui.coupled_edit
+    s.task = "novel_views"
     s.turntable_count, s.model, s.steps, s.working_size, s.output_dir = 4, "seva-tiny", 200, 64, str(tmp_path)
     bpy.ops.coupled_edit.build_turntable()
     reports = []
