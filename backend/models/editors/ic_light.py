@@ -78,8 +78,9 @@ class ICLight:
             imgs += [b.astype(np.float64) for b in backgrounds]
         x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float() / GREY - 1.0
         vae = self.pipe.vae
-        z = vae.encode(x.to(self.device, vae.dtype)).latent_dist.mode() * vae.config.scaling_factor
-        z = z.float()
+        # one image at a time: a batch of 21 views at 576² needs ~8 GiB of VAE activations
+        z = torch.cat([vae.encode(x[i : i + 1].to(self.device, vae.dtype)).latent_dist.mode() for i in range(len(x))])
+        z = (z * vae.config.scaling_factor).float()
         n = len(foregrounds)
         return torch.cat([z[:n], z[n:]], dim=1) if backgrounds is not None else z
 
