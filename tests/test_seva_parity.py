@@ -256,10 +256,16 @@ def test_camera_distances():
     close(trans, d["camera_dist/out/translation"], 1e-6)
 
 
-def test_orbit_preset():
+PRESETS = [o for o in js("cameras_misc.json")["presets"]["options"] if o != "spiral"]  # spiral: no exact formula in the spec
+
+
+@pytest.mark.parametrize("option", PRESETS)
+def test_preset_trajectories(option):
     d, p = st("cameras_misc.safetensors"), js("cameras_misc.json")["presets"]
-    c2w = C.orbit(torch.eye(4), torch.tensor(p["look_at"]), torch.tensor(p["up_direction"]), p["num_frames"])
-    close(c2w, d["preset/orbit/c2w"], 1e-5)
+    c2w, fov = C.preset_trajectory(option, p["num_frames"], torch.tensor(p["look_at"]), torch.tensor(p["up_direction"]), fov=p["fov"])
+    key = option.replace(" ", "_")
+    close(c2w, d[f"preset/{key}/c2w"].float(), 1e-5)
+    close(fov, d[f"preset/{key}/fov"], 1e-9)
 
 
 # --- preprocessing ---------------------------------------------------------------------------

@@ -142,3 +142,65 @@ def orbit(start_c2w: Tensor, centre: Tensor, up: Tensor, n: int) -> Tensor:
         p = p0 * math.cos(theta) + torch.linalg.cross(up, p0) * math.sin(theta) + up * (up @ p0) * (1 - math.cos(theta))
         out.append(look_at(p + centre, centre, up))
     return torch.stack(out)
+
+
+def preset_trajectory(
+    option: str,
+    num_frames: int,
+    look_at: Tensor,
+    up: Tensor,
+    start_c2w: Tensor | None = None,
+    fov: float = DEFAULT_FOV,
+    zoom_factor: float | None = None,
+) -> tuple[Tensor, Tensor]:
+    """The reference demos' camera presets (research/seva.md §3.5): (c2w (N, 4, 4), fov (N,)).
+
+    Implemented: orbit, lemniscate, move-{forward,backward,up,down,left,right}, zoom-in/out,
+    dolly zoom-in/out, roll. (spiral is not: the spec gives no exact formula.)
+    """
+    start = torch.eye(4) if start_c2w is None else start_c2w.to(torch.float32)
+    look_at, up = look_at.to(torch.float32), up.to(torch.float32)
+    n = num_frames
+    fovs = torch.full((n,), fov, dtype=torch.float64)
+    if option == "orbit":
+        return orbit(start, look_at, up, n), fovs
+    ramp = torch.linspace(0.0, 0.99, n)
+    p0 = start[:3, 3]
+    forward = look_at - p0
+    forward = forward / forward.norm()
+    right = torch.linalg.cross(forward, up / up.norm())
+    right = right / right.norm()
+    up_dir = up / up.norm()
+    moves = {"forward": forward, "backward": -forward, "up": up_dir, "down": -up_dir, "left": -right, "right": right}
+    if option.startswith("move-"):
+        d = moves[option.split("-", 1)[1]]
+        return torch.stack([look_at_pose(p0 + s * d, look_at, up) for s in ramp]), fovs
+    if option in ("zoom-in", "zoom-out"):
+        z = zoom_factor or (0.28 if option == "zoom-in" else 1.5)
+        return start.expand(n, 4, 4).clone(), torch.linspace(fov, fov * z, n, dtype=torch.float64)
+    if option in ("dolly zoom-in", "dolly zoom-out"):
+        z = zoom_factor or (0.28 if option == "dolly zoom-in" else 1.5)
+        d = moves["backward" if option == "dolly zoom-in" else "forward"]
+        return torch.stack([look_at_pose(p0 + s * d, look_at, up) for s in ramp]), torch.linspace(fov, fov * z, n, dtype=torch.float64)
+    if option == "lemniscate":  # Bernoulli's lemniscate, 60 degrees wide as seen from the target
+        a = float(torch.linalg.norm(look_at - p0)) * math.tan(math.radians(30))
+        out = []
+        for k in range(n):
+            t = math.pi / 2 + 2 * math.pi * k / n
+            den = 1 + math.sin(t) ** 2
+            pos = p0 + a * math.cos(t) / den * right - a * math.sin(t) * math.cos(t) / den * up_dir
+            out.append(look_at_pose(pos, look_at, up))
+        return torch.stack(out), fovs
+    if option == "roll":
+        out = []
+        for k in range(n):
+            a = 2 * math.pi * k / n
+            r = torch.eye(4)
+            r[0, 0], r[0, 1], r[1, 0], r[1, 1] = math.cos(a), -math.sin(a), math.sin(a), math.cos(a)
+            out.append(start @ r)
+        return torch.stack(out), fovs
+    raise ValueError(f"unknown or unsupported preset {option!r}")
+
+
+def look_at_pose(position: Tensor, target: Tensor, up: Tensor) -> Tensor:
+    return look_at(position, target, up)
