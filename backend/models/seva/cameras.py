@@ -147,7 +147,7 @@ def orbit(start_c2w: Tensor, centre: Tensor, up: Tensor, n: int) -> Tensor:
 def preset_trajectory(
     option: str,
     num_frames: int,
-    look_at: Tensor,
+    target: Tensor,
     up: Tensor,
     start_c2w: Tensor | None = None,
     fov: float = DEFAULT_FOV,
@@ -159,14 +159,14 @@ def preset_trajectory(
     dolly zoom-in/out, roll. (spiral is not: the spec gives no exact formula.)
     """
     start = torch.eye(4) if start_c2w is None else start_c2w.to(torch.float32)
-    look_at, up = look_at.to(torch.float32), up.to(torch.float32)
+    target, up = target.to(torch.float32), up.to(torch.float32)
     n = num_frames
     fovs = torch.full((n,), fov, dtype=torch.float64)
     if option == "orbit":
-        return orbit(start, look_at, up, n), fovs
+        return orbit(start, target, up, n), fovs
     ramp = torch.linspace(0.0, 0.99, n)
     p0 = start[:3, 3]
-    forward = look_at - p0
+    forward = target - p0
     forward = forward / forward.norm()
     right = torch.linalg.cross(forward, up / up.norm())
     right = right / right.norm()
@@ -174,22 +174,22 @@ def preset_trajectory(
     moves = {"forward": forward, "backward": -forward, "up": up_dir, "down": -up_dir, "left": -right, "right": right}
     if option.startswith("move-"):
         d = moves[option.split("-", 1)[1]]
-        return torch.stack([look_at_pose(p0 + s * d, look_at, up) for s in ramp]), fovs
+        return torch.stack([look_at(p0 + s * d, target, up) for s in ramp]), fovs
     if option in ("zoom-in", "zoom-out"):
         z = zoom_factor or (0.28 if option == "zoom-in" else 1.5)
         return start.expand(n, 4, 4).clone(), torch.linspace(fov, fov * z, n, dtype=torch.float64)
     if option in ("dolly zoom-in", "dolly zoom-out"):
         z = zoom_factor or (0.28 if option == "dolly zoom-in" else 1.5)
         d = moves["backward" if option == "dolly zoom-in" else "forward"]
-        return torch.stack([look_at_pose(p0 + s * d, look_at, up) for s in ramp]), torch.linspace(fov, fov * z, n, dtype=torch.float64)
+        return torch.stack([look_at(p0 + s * d, target, up) for s in ramp]), torch.linspace(fov, fov * z, n, dtype=torch.float64)
     if option == "lemniscate":  # Bernoulli's lemniscate, 60 degrees wide as seen from the target
-        a = float(torch.linalg.norm(look_at - p0)) * math.tan(math.radians(30))
+        a = float(torch.linalg.norm(target - p0)) * math.tan(math.radians(30))
         out = []
         for k in range(n):
             t = math.pi / 2 + 2 * math.pi * k / n
             den = 1 + math.sin(t) ** 2
             pos = p0 + a * math.cos(t) / den * right - a * math.sin(t) * math.cos(t) / den * up_dir
-            out.append(look_at_pose(pos, look_at, up))
+            out.append(look_at(pos, target, up))
         return torch.stack(out), fovs
     if option == "roll":
         out = []
@@ -200,7 +200,3 @@ def preset_trajectory(
             out.append(start @ r)
         return torch.stack(out), fovs
     raise ValueError(f"unknown or unsupported preset {option!r}")
-
-
-def look_at_pose(position: Tensor, target: Tensor, up: Tensor) -> Tensor:
-    return look_at(position, target, up)
