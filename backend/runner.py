@@ -24,19 +24,36 @@ IMPLEMENTED = ("couple_images", "couple_videos", "novel_views", "relight_text")
 
 
 class ModelCache:
-    """Keeps loaded models between jobs (the server keeps them warm); ``clear()`` frees memory."""
+    """Keeps loaded models between jobs (the server keeps them warm); ``clear()`` frees memory.
+
+    Only the current job's models stay resident (VRAM is the scarce resource): loading a model
+    drops those the current job has not used, so a job needing two (SEVA and an editor) keeps both.
+    """
 
     def __init__(self) -> None:
         self._models: dict[tuple, object] = {}
+        self._used: set[tuple] = set()
+
+    def begin_job(self) -> None:
+        self._used = set()
 
     def get(self, key: tuple, load: Callable[[], object]) -> object:
         if key not in self._models:
-            self.clear()  # one model family resident at a time: VRAM is the scarce resource
+            stale = [k for k in self._models if k not in self._used]
+            for k in stale:
+                del self._models[k]
+            if stale:
+                self._free()
             self._models[key] = load()
+        self._used.add(key)
         return self._models[key]
 
     def clear(self) -> None:
         self._models.clear()
+        self._free()
+
+    @staticmethod
+    def _free() -> None:
         try:
             import torch
 
@@ -78,13 +95,15 @@ def run_job(
         spec = job.spec()
         if spec.task not in IMPLEMENTED:
             raise NotImplementedError(f"task {spec.task!r} is not available in this version; available: {', '.join(IMPLEMENTED)}")
+        cache = cache or ModelCache()
+        cache.begin_job()
         run = {
             "couple_images": _couple_images,
             "couple_videos": _couple_videos,
             "novel_views": _novel_views,
             "relight_text": _relight_text,
         }[spec.task]
-        outputs, metadata = run(spec, job, rep, should_cancel, cache or ModelCache())
+        outputs, metadata = run(spec, job, rep, should_cancel, cache)
         result = JobResult(
             job_id=job.job_id, status="done", outputs=outputs, metadata=metadata, started_at=started, finished_at=time.time()
         )
@@ -189,19 +208,10 @@ def _novel_views(spec: JobSpec, job: JobFolder, rep: _Reporter, should_cancel, c
     import torch
 
     from .media import load_image, save_image, side_by_side, tensor_to_pil
-    from .models.seva.encoders import load_seva_model
-    from .models.weights import pick_device, torch_dtype
     from .pipelines.novel_views import NovelViewSettings, PosedView, novel_views
 
-    m, mv = spec.models, spec.multiview
-    key = m.multiview or "seva-1.1"
-    device = pick_device(m.device)
-    dtype = None if m.dtype == "auto" and device.type == "cpu" else torch_dtype(m.dtype, device)
-    rep.emit("loading", message=f"loading {key}")
-    model = cache.get(
-        ("seva", key, m.source, m.dtype, str(device)),
-        lambda: load_seva_model("tiny" if key == "seva-tiny" else (m.source or key), dtype=dtype, device=device),
-    )
+    mv = spec.multiview
+    key, model = _load_seva(spec, rep, cache)
     views = []
     for v in spec.views:
         img = load_image(job.input_path(v.image)) if v.image else None

@@ -294,3 +294,23 @@ def test_cli_schema_and_validate_job_report_errors(tmp_path):
     )
     r = _cli("validate-job", str(bad))
     assert r.returncode == 2 and "sampling.lam" in r.stderr
+
+
+def test_model_cache_keeps_a_jobs_models_and_drops_the_previous_jobs():
+    from backend.runner import ModelCache
+
+    loads = []
+    cache = ModelCache()
+
+    def loader(name):
+        return lambda: loads.append(name) or name
+
+    cache.begin_job()  # a relight: SEVA, then the editor -- both stay
+    cache.get(("seva",), loader("seva"))
+    cache.get(("editor",), loader("editor"))
+    cache.begin_job()  # the next relight reuses both without loading
+    assert cache.get(("seva",), loader("seva")) == "seva" and cache.get(("editor",), loader("editor")) == "editor"
+    assert loads == ["seva", "editor"]
+    cache.begin_job()  # a generation job: its model replaces the unused ones
+    cache.get(("flux",), loader("flux"))
+    assert set(cache._models) == {("flux",)}
