@@ -20,11 +20,11 @@ import torch.nn.functional as F
 
 from ..models.editors.ic_light import ICLight
 from ..models.seva import chunking
-from ..models.seva.cameras import normalise_pixel_K, window_cameras
+from ..models.seva.cameras import normalise_pixel_K
 from ..models.seva.encoders import SevaModel
-from ..models.seva.preprocess import transform_img_and_K, transform_K
-from ..models.seva.sampling import SevaDenoiser, SevaWindowDenoiser, build_conditioning, guidance_scales, seva_schedule
-from ..sampling import Coupling, StepInfo, sample_coupled
+from ..models.seva.preprocess import transform_img_and_K, working_size
+from ..models.seva.sampling import SevaDenoiser, SevaWindowDenoiser, seva_schedule, window_conditioning
+from ..sampling import Coupling, Participant, StepInfo, sample_coupled
 
 Tensor = torch.Tensor
 
@@ -66,8 +66,7 @@ class EditResult:
 def _working_views(views: Sequence[EditView], s: EditSettings, ref: int):
     """RGBA crops at SEVA's working size and normalised K, the same transform for every view."""
     r = views[ref]
-    h, w = r.rgba.shape[:2]
-    _, (H, W) = transform_K(torch.tensor(r.K)[None].float(), (h, w), s.size, "crop", 64)
+    H, W = working_size(torch.tensor(r.K), r.rgba.shape[:2], s.size)
     rgba, Ks = [], []
     for v in views:
         img = torch.from_numpy(np.ascontiguousarray(v.rgba)).permute(2, 0, 1)[None].float()
@@ -112,12 +111,21 @@ def relight_views(
         win = chunking.pad_window(chunk)
         frames = [reference if f[0] == "c" else others[int(f[1:])] for f in win.assembled]
         cond_mask = torch.tensor(win.cond_mask)
-        wc = window_cameras(torch.stack([c2ws[i] for i in frames]), torch.stack([Ks[i] for i in frames]), all_c2ws, hw, s.camera_scale)
         n_cond = int(cond_mask.sum())
-        uncond, cond = build_conditioning(wc.plucker, cond_mask, ref_latent.expand(n_cond, -1, -1, -1), clip)
-        scales = guidance_scales(s.guider, s.cfg_multiview, s.cfg_min, wc.c2w, wc.K, cond_mask)
+        uncond, cond, scales = window_conditioning(
+            torch.stack([c2ws[i] for i in frames]),
+            torch.stack([Ks[i] for i in frames]),
+            cond_mask,
+            ref_latent.expand(n_cond, -1, -1, -1),
+            clip,
+            all_c2ws,
+            hw,
+            s.camera_scale,
+            s.guider,
+            s.cfg_multiview,
+            s.cfg_min,
+        )
         T, (h, w) = len(frames), (hw[0] // 8, hw[1] // 8)
-        from ..sampling import Participant
 
         seva_p = Participant(
             "seva",

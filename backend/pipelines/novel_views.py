@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 import torch
 
 from ..models.seva import chunking
-from ..models.seva.cameras import normalise_pixel_K, window_cameras
+from ..models.seva.cameras import normalise_pixel_K
 from ..models.seva.encoders import SevaModel
-from ..models.seva.preprocess import transform_img_and_K, transform_K
-from ..models.seva.sampling import SevaDenoiser, build_conditioning, guidance_scales, sample_euler_edm, seva_schedule
+from ..models.seva.preprocess import transform_img_and_K, transform_K, working_size
+from ..models.seva.sampling import SevaDenoiser, sample_euler_edm, seva_schedule, window_conditioning
 from ..sampling import Cancelled
 
 Tensor = torch.Tensor
@@ -68,10 +68,7 @@ class _Pool:
 def prepare(views: Sequence[PosedView], s: NovelViewSettings) -> tuple[list[Tensor | None], list[Tensor], list[Tensor], tuple[int, int]]:
     """Resize/crop every image to the working size and move each K with it (normalised out)."""
     first = views[0]
-    stride = 64 if isinstance(s.size, int) else 1
-    _, (H, W) = transform_K(first.K[None], (first.height, first.width), s.size, s.mode, stride)
-    if H % 64 or W % 64:
-        raise ValueError(f"SEVA's working size must be a multiple of 64 on both sides (its UNet downsamples latents 3 times); got {W}x{H}")
+    H, W = working_size(first.K, (first.height, first.width), s.size, s.mode)
     imgs, c2ws, Ks = [], [], []
     for v in views:
         if v.image is not None:
@@ -175,9 +172,9 @@ class _WindowRunner:
         latents = self.model.vae.encode(cond_imgs)
         clip = self.model.clip(cond_imgs).mean(0)
         self.vae_s += time.perf_counter() - t0
-        wc = window_cameras(c2ws, Ks, self.all_c2ws, self.hw, s.camera_scale)
-        uncond, cond = build_conditioning(wc.plucker, cond_mask, latents.cpu(), clip.cpu())
-        scales = guidance_scales(s.guider, s.cfg, s.cfg_min, wc.c2w, wc.K, cond_mask)
+        uncond, cond, scales = window_conditioning(
+            c2ws, Ks, cond_mask, latents.cpu(), clip.cpu(), self.all_c2ws, self.hw, s.camera_scale, s.guider, s.cfg, s.cfg_min
+        )
         h, w = self.hw[0] // 8, self.hw[1] // 8
         # the reference's RNG order per window: an image-shaped draw it multiplies by 0, the initial
         # latent noise, then one draw per step -- all from one CPU generator here

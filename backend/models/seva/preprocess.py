@@ -52,6 +52,18 @@ def transform_K(
     return K, tuple(img.shape[-2:])
 
 
+def working_size(K: Tensor, in_hw: tuple[int, int], size: tuple[int, int] | int, mode: str = "crop") -> tuple[int, int]:
+    """SEVA's (H, W) for a view: an int is the short side (long side to a multiple of 64), a tuple is (W, H).
+
+    Both sides must be multiples of 64: the UNet downsamples the latents three times.
+    """
+    stride = 64 if isinstance(size, int) else 1
+    _, (H, W) = transform_K(K.reshape(1, 3, 3).float(), in_hw, size, mode, stride)
+    if H % 64 or W % 64:
+        raise ValueError(f"SEVA's working size must be a multiple of 64 on both sides (its UNet downsamples latents 3 times); got {W}x{H}")
+    return H, W
+
+
 def transform_img_and_K(
     image: Tensor, size: tuple[int, int] | int, K: Tensor | None = None, mode: str = "crop", size_stride: int = 1
 ) -> tuple[Tensor, Tensor | None]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from ...sampling import schedules
-from .cameras import camera_distances
+from .cameras import camera_distances, window_cameras
 from .network import SevaNet
 
 Tensor = torch.Tensor
@@ -123,6 +123,29 @@ def build_conditioning(plucker: Tensor, cond_mask: Tensor, clean_latents: Tensor
         "replace": torch.zeros_like(replace),
     }
     return uncond, cond
+
+
+def window_conditioning(
+    c2ws: Tensor,
+    Ks: Tensor,
+    cond_mask: Tensor,
+    cond_latents: Tensor,
+    clip_embedding: Tensor,
+    all_c2ws: Tensor,
+    image_hw: tuple[int, int],
+    camera_scale: float,
+    guider: int,
+    cfg: float,
+    cfg_min: float,
+) -> tuple[dict, dict, Tensor]:
+    """What one window is sampled with: (uncond, cond) dicts and per-frame guidance scales.
+
+    Cameras are normalised against the whole scene (``all_c2ws``); ``cond_latents`` are the VAE
+    latents of the conditioning slots in order, ``clip_embedding`` their mean CLIP embedding.
+    """
+    wc = window_cameras(c2ws, Ks, all_c2ws, image_hw, camera_scale)
+    uncond, cond = build_conditioning(wc.plucker, cond_mask, cond_latents, clip_embedding)
+    return uncond, cond, guidance_scales(guider, cfg, cfg_min, wc.c2w, wc.K, cond_mask)
 
 
 # --- the reference sampler -----------------------------------------------------------------
