@@ -296,10 +296,44 @@ def test_bad_arguments_are_named(kwargs, message):
         sample_coupled([a, b], **kwargs)
 
 
-def test_step_alignment_needs_equal_step_counts():
-    a, b = make(name="A", sigmas=GRID_A), make(name="B", sigmas=schedules.karras_schedule(0.1, 10, 3))
-    with pytest.raises(ValueError, match="same number of steps"):
-        sample_coupled([a, b])
+def test_step_alignment_shorter_schedule_joins_late_and_ends_together():
+    short = schedules.karras_schedule(0.1, 10, 3)
+    a, b = make(name="A", sigmas=GRID_A), make(name="B", sigmas=short)
+    seen = []
+    res = sample_coupled([a, b], [Coupling("A", "B", 0.5)], callback=lambda info: seen.append(dict(info.sigmas)))
+    n = len(GRID_A) - 1
+    assert res.joined_at == {"A": 0, "B": n - 3}
+    assert [s.get("B") for s in seen] == [None] * (n - 3) + [float(x) for x in short[:-1]]
+    solo = sample_coupled([make(name="B", sigmas=short)]).latents["B"]  # uncoupled until it joins: same start noise
+    assert res.latents["B"].shape == solo.shape and not torch.equal(res.latents["B"], solo)
+
+
+def test_init_latent_starts_img2img_at_the_first_sigma():
+    short = schedules.karras_schedule(0.1, 2.0, 4)
+    init = torch.full((1, D), 0.7, dtype=torch.float64)
+    ref = make(name="A", sigmas=short)
+    x_first = init + float(short[0]) * ref.randn(ref.generators())
+    rec = []
+    q = make(name="A", sigmas=short)
+    q.init, q.denoiser = init, _Recording(q.denoiser, rec)
+    res = sample_coupled([q])
+    assert torch.equal(rec[0], x_first) and res.join_source == {"A": "init"}
+    q = make(name="A", sigmas=schedules.flow_schedule(3))  # starts at sigma = inf: nothing to noise an init latent to
+    q.init = init
+    with pytest.raises(ValueError, match="finite first sigma"):
+        sample_coupled([q])
+
+
+class _Recording:
+    def __init__(self, inner, log):
+        self.inner, self.log, self.sigma_max = inner, log, inner.sigma_max
+
+    def prior_scale(self, sigma):
+        return self.inner.prior_scale(sigma)
+
+    def __call__(self, x, sigma):
+        self.log.append(x.clone())
+        return self.inner(x, sigma)
 
 
 # --- the adapters against diffusers' own schedulers ---------------------------------------------

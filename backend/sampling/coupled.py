@@ -40,7 +40,9 @@ class Participant:
 
     ``shape`` is the state's shape, first dim = items (views, prompts, frames...).
     ``sigmas`` is the participant's native schedule (descending, final 0), needed for
-    ``alignment="step"``; ``sigma_max`` of the denoiser bounds when it may join a shared grid.
+    ``alignment="step"``, where a shorter schedule joins late so that all end together (an
+    img2img editor running the last steps only); ``sigma_max`` of the denoiser bounds when it
+    may join a shared grid. ``init``: start from this clean latent noised to the first sigma.
     ``seeds``: one seed for the whole batch, or one per item (noise drawn item by item, as
     diffusers does with a list of generators). ``noise_shape``/``noise_transform`` let a model
     draw its noise in another layout (Flux draws (B, C, H, W) then packs it into tokens).
@@ -55,6 +57,7 @@ class Participant:
     device: torch.device | str = "cpu"
     noise_shape: tuple[int, ...] | None = None
     noise_transform: Callable[[Tensor], Tensor] | None = None
+    init: Tensor | None = None  # clean latent to start from (img2img): x = init + sigma_start * eps
 
     def generators(self) -> list[torch.Generator]:
         seeds = [self.seeds] if isinstance(self.seeds, int) else list(self.seeds)
@@ -170,17 +173,15 @@ def _grids(
     grids: dict[str, list[float]] = {}
     start: dict[str, int] = {}
     if alignment == "step":
-        lengths = set()
         for p in participants:
             if p.sigmas is None:
                 raise ValueError(f"alignment='step' needs a native schedule for participant {p.name!r}")
             validate_schedule(p.sigmas, f"participant {p.name!r}")
-            grids[p.name] = [float(s) for s in p.sigmas]
-            start[p.name] = 0
-            lengths.add(len(p.sigmas))
-        if len(lengths) != 1:
-            raise ValueError(f"alignment='step' needs the same number of steps for every participant, got {sorted(n - 1 for n in lengths)}")
-        return lengths.pop() - 1, grids, start
+        n = max(len(p.sigmas) for p in participants) - 1
+        for p in participants:
+            start[p.name] = n - (len(p.sigmas) - 1)  # shorter schedules join late and end with the rest
+            grids[p.name] = [math.nan] * start[p.name] + [float(s) for s in p.sigmas]
+        return n, grids, start
     if sigmas is None:
         raise ValueError("alignment='sigma' needs the shared schedule `sigmas`")
     validate_schedule(sigmas, "shared schedule")
@@ -232,7 +233,12 @@ def sample_coupled(
                 sigma = grids[p.name][i]
                 eps = p.randn(gens[p.name])
                 partner = _partner_x0(p.name, couplings, last_x0) if join == "partner" else None
-                if partner is not None and not math.isinf(sigma):
+                if p.init is not None:
+                    if math.isinf(sigma):
+                        raise ValueError(f"participant {p.name!r}: an init latent needs a finite first sigma (img2img strength < 1)")
+                    state[p.name] = p.init.to(p.device, p.dtype) + sigma * eps
+                    result.join_source[p.name] = "init"
+                elif partner is not None and not math.isinf(sigma):
                     src, x0_init = partner
                     state[p.name] = x0_init.to(p.dtype) + sigma * eps
                     result.join_source[p.name] = f"partner:{src}"

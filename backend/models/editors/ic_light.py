@@ -10,15 +10,16 @@ concatenated input, so ``unet.config.in_channels`` stays 4 and no forward hook i
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
 from ...registry import MODELS
-from ...sampling import DiscreteDenoiser, Participant, schedules
+from ...sampling import DiscreteDenoiser, Participant
 from ..weights import ModelUnavailable, build_pipeline, friendly_hub_errors, pick_device, resolve_source, torch_dtype
+from .sd_base import SDEditor, keep_16bit_vae_safe
 
 Tensor = torch.Tensor
 CHANNELS = {"fc": 8, "fbc": 12}
@@ -59,12 +60,8 @@ def composite_on_grey(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class ICLight:
-    pipe: object  # StableDiffusionPipeline holding the merged UNet, VAE, text encoder, scheduler
-    variant: str
-    device: torch.device
-    dtype: torch.dtype
-    labels: list[str] = field(default_factory=list)
+class ICLight(SDEditor):
+    variant: str = "fc"  # the pipeline holds the merged UNet
 
     @torch.no_grad()
     def condition_latents(
@@ -76,22 +73,12 @@ class ICLight:
         imgs = [composite_on_grey(f, a) for f, a in zip(foregrounds, alphas, strict=True)]
         if backgrounds is not None:
             imgs += [b.astype(np.float64) for b in backgrounds]
-        x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float() / GREY - 1.0
-        vae = self.pipe.vae
-        # one image at a time: a batch of 21 views at 576² needs ~8 GiB of VAE activations
-        z = torch.cat([vae.encode(x[i : i + 1].to(self.device, vae.dtype)).latent_dist.mode() for i in range(len(x))])
-        z = (z * vae.config.scaling_factor).float()
+        z = self.encode(torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float() / GREY - 1.0)
         n = len(foregrounds)
         return torch.cat([z[:n], z[n:]], dim=1) if backgrounds is not None else z
 
-    @torch.no_grad()
-    def encode_prompts(self, prompt: str, negative: str, n: int) -> tuple[Tensor, Tensor]:
-        cond, uncond = self.pipe.encode_prompt([prompt] * n, self.device, 1, True, [negative] * n)
-        return cond, uncond
-
     def denoiser(self, conds: Tensor, cond: Tensor, uncond: Tensor, cfg: float) -> DiscreteDenoiser:
         unet = self.pipe.unet
-        table = schedules.sigmas_from_alphas_cumprod(self.pipe.scheduler.alphas_cumprod)
 
         def eps(x_vp: Tensor, t: Tensor) -> Tensor:
             inp = torch.cat([x_vp, conds.to(x_vp)], dim=1).to(self.dtype)
@@ -102,7 +89,7 @@ class ICLight:
             u, c = out.chunk(2)
             return u + cfg * (c - u)
 
-        return DiscreteDenoiser(eps, table, self.pipe.scheduler.config.get("prediction_type", "epsilon"))
+        return DiscreteDenoiser(eps, self.sigma_table(), self.prediction)
 
     def participant(
         self,
@@ -117,17 +104,8 @@ class ICLight:
         """Per-view IC-Light as a coupled-sampler participant (one item per view)."""
         n, _, h, w = conds.shape
         cond, uncond = self.encode_prompts(prompt, negative, n)
-        sched = self.pipe.scheduler
-        table = schedules.sigmas_from_alphas_cumprod(sched.alphas_cumprod)
-        sigmas = schedules.discrete_schedule(
-            table, steps, sched.config.get("timestep_spacing", "leading"), sched.config.get("steps_offset", 0)
-        )
-        return Participant(name, self.denoiser(conds, cond, uncond, cfg), (n, 4, h, w), sigmas=sigmas, seeds=seeds, device=self.device)
-
-    @torch.no_grad()
-    def decode(self, latents: Tensor) -> Tensor:
-        vae = self.pipe.vae
-        return vae.decode((latents / vae.config.scaling_factor).to(vae.dtype)).sample.float().clamp(-1, 1)
+        den = self.denoiser(conds, cond, uncond, cfg)
+        return Participant(name, den, (n, 4, h, w), sigmas=self.schedule(steps), seeds=seeds, device=self.device)
 
 
 def load_ic_light(
@@ -160,6 +138,6 @@ def load_ic_light(
             path = hf_hub_download(entry.repo, entry.filename, revision=entry.revision)
         off = load_file(path)
     merge_offsets(pipe.unet, off)
-    pipe.vae.to(torch.bfloat16 if dev.type == "cuda" else torch.float32)  # SD VAEs overflow in fp16
+    keep_16bit_vae_safe(pipe, dev)
     pipe.to(dev)
-    return ICLight(pipe, variant, dev, dt, labels)
+    return ICLight(pipe, dev, dt, labels, variant)
