@@ -127,9 +127,26 @@ class Sampling(_Strict):
         return v
 
 
+class Control(_Strict):
+    """One ControlNet of a ``stylize`` job; its condition image is computed from the views' passes."""
+
+    kind: Literal["depth", "normal", "canny", "lineart", "tile"] = "depth"
+    scale: float = Field(1.0, ge=0.0, le=5.0, description="controlnet_conditioning_scale")
+    source: str | None = Field(None, max_length=1000, description="local folder or hub id; None: the registry's controlnet-<kind>")
+
+
+# which view pass each control kind reads (besides the image every stylize view has)
+CONTROL_PASSES = {"depth": "depth", "normal": "normal", "lineart": "depth"}
+
+
 class Edit(_Strict):
     prompt: Prompt = ""
     negative_prompt: Prompt = ""
+    controls: list[Control] = Field(default_factory=list, max_length=4, description="stylize: ControlNets; empty = one depth ControlNet")
+    strength: float = Field(0.75, gt=0.0, le=1.0, description="stylize: img2img strength (1 = start from noise)")
+    control_start: float = Field(0.0, ge=0.0, lt=1.0, description="stylize: fraction of the run where the ControlNets start")
+    control_end: float = Field(1.0, gt=0.0, le=1.0)
+    background: str | None = Field(None, description="relight_text with ic-light-fbc: background image in inputs/, used for every view")
     prompts: list[Prompt] = Field(default_factory=list, max_length=MAX_PROMPTS, description="for couple_* tasks, one per sample")
     seeds: list[Seed] = Field(default_factory=list, description="one per prompt (couple_* tasks); default seed, seed+1, ...")
     envmap: str | None = None
@@ -214,14 +231,28 @@ class JobSpec(_Strict):
             if gen is None or MODELS[gen].kind not in kinds:
                 allowed = sorted(k for k, e in MODELS.items() if e.kind in kinds)
                 raise ValueError(f"models.generator: task {self.task!r} needs one of {allowed}, got {gen!r}")
-        if self.task == "relight_text":
+        if self.task in ("relight_text", "stylize"):
             if not self.edit.prompt.strip():
-                raise ValueError("edit.prompt: task 'relight_text' needs a lighting prompt, e.g. 'sunset over the sea'")
+                example = "sunset over the sea" if self.task == "relight_text" else "a watercolor painting"
+                raise ValueError(f"edit.prompt: task {self.task!r} needs a prompt, e.g. {example!r}")
             no_image = [v.name for v in self.views if not v.image]
             if no_image:
-                raise ValueError(f"views: task 'relight_text' edits every view, so each needs an image; missing for {no_image}")
-            if self.models.editor is not None and MODELS[self.models.editor].kind != "ic_light":
-                raise ValueError(f"models.editor: {self.models.editor!r} is not an IC-Light model")
+                raise ValueError(f"views: task {self.task!r} edits every view, so each needs an image; missing for {no_image}")
+            want = "ic_light" if self.task == "relight_text" else "sd"
+            if self.models.editor is not None and MODELS[self.models.editor].kind != want:
+                raise ValueError(f"models.editor: {self.models.editor!r} is not a model of kind {want!r} (task {self.task!r})")
+        if self.task == "relight_text" and "fbc" in (self.models.editor or "") and not self.edit.background:
+            raise ValueError(f"edit.background: IC-Light fbc ({self.models.editor!r}) needs a background image in inputs/")
+        if self.task == "relight_text" and "fbc" not in (self.models.editor or "") and self.edit.background:
+            raise ValueError("edit.background is only used by IC-Light fbc: set models.editor to 'ic-light-fbc' or drop it")
+        if self.task == "stylize":
+            if self.edit.control_end <= self.edit.control_start:
+                raise ValueError("edit.control_end must be greater than edit.control_start")
+            for c in self.edit.controls or [Control()]:
+                attr = CONTROL_PASSES.get(c.kind)
+                lacking = [v.name for v in self.views if attr and not getattr(v, attr)]
+                if lacking:
+                    raise ValueError(f"edit.controls: the {c.kind} ControlNet needs the {attr} pass of every view; missing for {lacking}")
         if self.task == "novel_views":
             with_image = [v for v in self.views if v.image]
             if not with_image or len(with_image) == len(self.views):
@@ -346,7 +377,7 @@ class JobFolder:
     @staticmethod
     def referenced_inputs(spec: JobSpec) -> list[str]:
         names = [getattr(v, k) for v in spec.views for k in ("image", "alpha", "depth", "normal", "object_index")]
-        names.append(spec.edit.envmap)
+        names += [spec.edit.envmap, spec.edit.background]
         return [n for n in names if n]
 
     def spec(self) -> JobSpec:

@@ -106,6 +106,7 @@ _ENTRIES = [
     ModelEntry("ic-light-fc", "ic_light", "lllyasviel/ic-light", filename="iclight_sd15_fc.safetensors", licence="CreativeML OpenRAIL-M"),
     ModelEntry("ic-light-fbc", "ic_light", "lllyasviel/ic-light", filename="iclight_sd15_fbc.safetensors", licence="CreativeML OpenRAIL-M"),
     ModelEntry("ic-light-tiny", "ic_light", None, notes="tiny random IC-Light fc (tiny SD1.5 layout + random offsets)"),
+    ModelEntry("ic-light-fbc-tiny", "ic_light", None, notes="tiny random IC-Light fbc (tiny SD1.5 layout + random offsets)"),
     ModelEntry("ic-light-base", "sd", "stablediffusionapi/realistic-vision-v51", licence="CreativeML OpenRAIL-M"),
     ModelEntry("controlnet-depth", "controlnet", "lllyasviel/control_v11f1p_sd15_depth", licence="OpenRAIL"),
     ModelEntry("controlnet-canny", "controlnet", "lllyasviel/control_v11p_sd15_canny", licence="OpenRAIL"),
@@ -144,4 +145,5 @@ TASK_MODELS: dict[str, list[str]] = {
     "couple_videos": ["wan-1.3b", "wan-14b"],
     "novel_views": ["seva-1.1", "seva-vae", "seva-clip"],
     "relight_text": ["seva-1.1", "seva-vae", "seva-clip", "ic-light-fc", "ic-light-base"],
+    "stylize": ["seva-1.1", "seva-vae", "seva-clip", "sd15", "controlnet-depth"],
 }

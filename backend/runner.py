@@ -20,7 +20,7 @@ from .sampling import Cancelled, StepInfo
 ProgressFn = Callable[[ProgressEvent], None]
 CancelFn = Callable[[], bool]
 DEFAULT_LAM = {"couple_images": 0.3, "couple_videos": 0.3}
-IMPLEMENTED = ("couple_images", "couple_videos", "novel_views", "relight_text")
+IMPLEMENTED = ("couple_images", "couple_videos", "novel_views", "relight_text", "stylize")
 
 
 class ModelCache:
@@ -102,6 +102,7 @@ def run_job(
             "couple_videos": _couple_videos,
             "novel_views": _novel_views,
             "relight_text": _relight_text,
+            "stylize": _stylize,
         }[spec.task]
         outputs, metadata = run(spec, job, rep, should_cancel, cache)
         result = JobResult(
@@ -300,36 +301,87 @@ def _relight_text(spec: JobSpec, job: JobFolder, rep: _Reporter, should_cancel, 
     import numpy as np
     from PIL import Image
 
-    from .media import save_image, side_by_side, tensor_to_pil
     from .models.editors.ic_light import load_ic_light
-    from .pipelines.multiview_edit import EditSettings, EditView, relight_views, resize_to
+
+    ed_key = spec.models.editor or "ic-light-fc"
+    variant = "fbc" if "fbc" in ed_key else "fc"
+    base = "tiny" if ed_key.endswith("-tiny") else (spec.models.source or "ic-light-base")
+    rep.emit("loading", message=f"loading {ed_key}")
+    editor = cache.get(
+        ("editor", ed_key, base, spec.models.dtype, spec.models.device),
+        lambda: load_ic_light(variant, base=base, dtype=spec.models.dtype, device=spec.models.device),
+    )
+    background = None
+    if spec.edit.background:
+        background = np.asarray(Image.open(job.input_path(spec.edit.background)).convert("RGB"), dtype=np.float64)
+
+    def extras(v, rgb: np.ndarray) -> dict:
+        if background is None:
+            return {}
+        h, w = rgb.shape[:2]
+        return {"background": np.asarray(Image.fromarray(background.astype(np.uint8)).resize((w, h), 3), dtype=np.float64)}
+
+    return _edit_views_job(spec, job, rep, should_cancel, cache, editor, ed_key, extras, f"relit: {spec.edit.prompt}", 0.015, 2.0, 25)
+
+
+def _stylize(spec: JobSpec, job: JobFolder, rep: _Reporter, should_cancel, cache: ModelCache):
+    import numpy as np
+
+    from .jobs import Control
+    from .models.editors.control_images import control_image
+    from .models.editors.controlnet import load_controlnet_editor
+
+    e = spec.edit
+    controls = e.controls or [Control()]
+    kinds = [c.kind for c in controls]
+    ed_key = spec.models.editor or "sd15"
+    base = "tiny" if ed_key == "sd-tiny" else (spec.models.source or ed_key)
+    sources = {c.kind: c.source for c in controls if c.source}
+    rep.emit("loading", message=f"loading {ed_key} + ControlNet {', '.join(kinds)}")
+    editor = cache.get(
+        ("controlnet", ed_key, base, tuple(kinds), tuple(sorted(sources.items())), spec.models.dtype, spec.models.device),
+        lambda: load_controlnet_editor(kinds, base=base, sources=sources, dtype=spec.models.dtype, device=spec.models.device),
+    )
+    # per-job settings on the warm editor
+    editor.scales, editor.start, editor.end, editor.strength = [c.scale for c in controls], e.control_start, e.control_end, e.strength
+
+    def load(path: str | None):
+        return np.load(job.input_path(path)) if path else None
+
+    def extras(v, rgb: np.ndarray) -> dict:
+        passes = dict(rgb=rgb, depth=load(v.depth), normal_world=load(v.normal), c2w=np.array(v.c2w), object_index=load(v.object_index))
+        return {k: control_image(k, **passes) for k in kinds}
+
+    return _edit_views_job(spec, job, rep, should_cancel, cache, editor, ed_key, extras, f"stylized: {e.prompt}", 0.015, 7.5, 30)
+
+
+def _edit_views_job(spec, job, rep, should_cancel, cache, editor, ed_key: str, extras, caption: str, lam: float, cfg: float, steps: int):
+    """A multi-view edit job: views in, SEVA x editor, per-view PNGs, contact sheet, consistency report."""
+    import numpy as np
+    from PIL import Image
+
+    from .media import save_image, side_by_side, tensor_to_pil
+    from .pipelines.multiview_edit import EditSettings, EditView, edit_views, resize_to
 
     seva_key, seva = _load_seva(spec, rep, cache)
-    ed_key = spec.models.editor or "ic-light-fc"
-    rep.emit("loading", message=f"loading {ed_key}")
-    variant = "fbc" if ed_key == "ic-light-fbc" else "fc"
-    editor = cache.get(
-        ("editor", ed_key, spec.models.dtype, spec.models.device),
-        lambda: load_ic_light(
-            variant, base="tiny" if ed_key == "ic-light-tiny" else "ic-light-base", dtype=spec.models.dtype, device=spec.models.device
-        ),
-    )
+    rep.emit("loading", message="preparing views")
     views = []
     for v in spec.views:
         im = Image.open(job.input_path(v.image))
         if "A" not in im.getbands():
             raise ValueError(
-                f"view {v.name!r} has no alpha channel: IC-Light composites the foreground on grey from the exact alpha; "
+                f"view {v.name!r} has no alpha channel: the editors composite the foreground from the exact alpha; "
                 "render with a transparent film"
             )
-        views.append(EditView(np.asarray(im.convert("RGBA"), dtype=np.float64), np.array(v.K), np.array(v.c2w)))
+        rgba = np.asarray(im.convert("RGBA"), dtype=np.float64)
+        views.append(EditView(rgba, np.array(v.K), np.array(v.c2w), extras(v, rgba[..., :3])))
     s, mv = spec.sampling, spec.multiview
     settings = EditSettings(
         prompt=spec.edit.prompt,
-        negative_prompt=spec.edit.negative_prompt or EditSettings.negative_prompt,
-        lam=s.lam if s.lam is not None else 0.015,
-        steps=s.steps or 25,
-        cfg_editor=s.cfg_editor if s.cfg_editor is not None else 2.0,
+        negative_prompt=spec.edit.negative_prompt or None,
+        lam=s.lam if s.lam is not None else lam,
+        steps=s.steps or steps,
+        cfg_editor=s.cfg_editor if s.cfg_editor is not None else cfg,
         cfg_multiview=s.cfg_multiview if s.cfg_multiview is not None else 2.0,
         cfg_min=mv.cfg_min,
         guider=mv.guider,
@@ -345,7 +397,7 @@ def _relight_text(spec: JobSpec, job: JobFolder, rep: _Reporter, should_cancel, 
     def on_step(label, info) -> None:
         rep.emit("sampling", info.step, info.total, label, info.elapsed_s / info.step * (info.total - info.step))
 
-    res = relight_views(seva, editor, views, spec.reference_view, settings, callback=on_step, should_cancel=should_cancel)
+    res = edit_views(seva, editor, views, spec.reference_view, settings, callback=on_step, should_cancel=should_cancel)
     rep.emit("writing")
     outputs, pils = [], []
     for v, img in zip(spec.views, res.images, strict=True):
@@ -359,7 +411,7 @@ def _relight_text(spec: JobSpec, job: JobFolder, rep: _Reporter, should_cancel, 
     originals = [Image.open(job.input_path(v.image)).convert("RGB") for v in spec.views]
     label = " | TINY RANDOM WEIGHTS" if res.metadata["labels"] else ""
     sheet_in = side_by_side(originals, [v.name for v in spec.views], footer="inputs")
-    sheet_out = side_by_side(pils, [v.name for v in spec.views], footer=f"relit: {spec.edit.prompt} (lam {settings.lam}){label}")
+    sheet_out = side_by_side(pils, [v.name for v in spec.views], footer=f"{caption} (lam {settings.lam}){label}")
     sheet = Image.new("RGB", (max(sheet_in.width, sheet_out.width), sheet_in.height + sheet_out.height))
     sheet.paste(sheet_in, (0, 0))
     sheet.paste(sheet_out, (0, sheet_in.height))

@@ -2,7 +2,7 @@
 
     python bench/relight_bench.py --views 21 --size 576 --steps 50 --out relight.json
 
-Coupled: ``relight_views`` (reference edit, then one SEVA window of 20 targets coupled to 20
+Coupled: ``edit_views`` (reference edit, then one SEVA window of 20 targets coupled to 20
 IC-Light trajectories). Naive: the same shapes run one after the other -- SEVA novel views from the
 reference, then IC-Light on every view separately. Reference anchors (the issue, one H100): SEVA call
 0.387 s at batch 42, SD1.5-size UNet call at batch 42 and 72² latents 0.183 s, ~29 s for a naive
@@ -29,7 +29,7 @@ from backend.models.editors.ic_light import ICLight, merge_offsets, widen_conv_i
 from backend.models.seva import SevaConfig, SevaNet  # noqa: E402
 from backend.models.seva.cameras import orbit  # noqa: E402
 from backend.models.seva.encoders import ClipConditioner, SevaModel, SevaVAE  # noqa: E402
-from backend.pipelines.multiview_edit import EditSettings, EditView, relight_views  # noqa: E402
+from backend.pipelines.multiview_edit import EditSettings, EditView, edit_views  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from seva_bench import CLIP_H14, SD21_VAE, build  # noqa: E402
@@ -95,8 +95,8 @@ def main() -> None:
             torch.cuda.synchronize()
         return time.perf_counter() - t0, (torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan"))
 
-    relight_views(seva, ic, views, 0, EditSettings(**(s.__dict__ | {"steps": 2})))  # warm-up
-    coupled_s, coupled_gib = timed(lambda: relight_views(seva, ic, views, 0, s))
+    edit_views(seva, ic, views, 0, EditSettings(**(s.__dict__ | {"steps": 2})))  # warm-up
+    coupled_s, coupled_gib = timed(lambda: edit_views(seva, ic, views, 0, s))
 
     def naive():
         from backend.pipelines.novel_views import NovelViewSettings, PosedView, novel_views

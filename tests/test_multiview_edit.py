@@ -10,10 +10,12 @@ import torch
 from PIL import Image
 
 from backend.jobs import JobFolder, JobSpecError, parse_spec
+from backend.models.editors.control_images import depth_control
+from backend.models.editors.controlnet import load_controlnet_editor
 from backend.models.editors.ic_light import load_ic_light
 from backend.models.seva.cameras import orbit
 from backend.models.seva.encoders import tiny_seva
-from backend.pipelines.multiview_edit import EditSettings, EditView, relight_views
+from backend.pipelines.multiview_edit import EditSettings, EditView, edit_views
 from backend.runner import run_job
 
 K = np.array([[60.0, 0, 32], [0, 60.0, 32], [0, 0, 1]])
@@ -40,7 +42,7 @@ def settings(**kw) -> EditSettings:
 
 def test_windows_cover_every_view_once_and_the_reference_is_the_2d_edit(models):
     seva, ic = models
-    res = relight_views(seva, ic, rig(8), 2, settings())
+    res = edit_views(seva, ic, rig(8), 2, settings())
     assert len(res.images) == 8 and res.reference == 2 and res.metadata["windows"] == 3  # 7 targets, 3 per window
     assert all(torch.isfinite(i).all() and i.shape == (3, 64, 64) for i in res.images)
 
@@ -50,11 +52,11 @@ def test_lambda_zero_targets_ignore_their_own_images_and_coupling_uses_them(mode
     a, b = rig(5, seed=0), rig(5, seed=0)
     for v in b[1:]:  # change every target view's image, keep the reference
         v.rgba[..., :3] = 255 - v.rgba[..., :3]
-    free_a = relight_views(seva, ic, a, 0, settings(lam=0.0))
-    free_b = relight_views(seva, ic, b, 0, settings(lam=0.0))
+    free_a = edit_views(seva, ic, a, 0, settings(lam=0.0))
+    free_b = edit_views(seva, ic, b, 0, settings(lam=0.0))
     assert all(torch.equal(x, y) for x, y in zip(free_a.images, free_b.images, strict=True))  # bitwise: uncoupled
-    tied_a = relight_views(seva, ic, a, 0, settings(lam=0.5))
-    tied_b = relight_views(seva, ic, b, 0, settings(lam=0.5))
+    tied_a = edit_views(seva, ic, a, 0, settings(lam=0.5))
+    tied_b = edit_views(seva, ic, b, 0, settings(lam=0.5))
     assert torch.equal(tied_a.images[0], tied_b.images[0])  # the reference edit sees only the reference
     assert not torch.equal(tied_a.images[1], tied_b.images[1])  # coupled frames follow their own view
 
@@ -67,7 +69,7 @@ def test_frame_k_is_pulled_towards_editor_view_k(models):
     def grab(label, info):
         last[label] = {k: v.detach().clone() for k, v in info.x0.items()}
 
-    relight_views(seva, ic, rig(4), 0, settings(lam=5.0, steps=4), callback=grab)
+    edit_views(seva, ic, rig(4), 0, settings(lam=5.0, steps=4), callback=grab)
     x0 = last["window 1/1"]
     frames, edits = x0["seva"][1:4], x0["editor"]  # window [ref, t0, t1, t2]
     own = [(frames[k] - edits[k]).norm() for k in range(3)]
@@ -107,7 +109,116 @@ def test_relight_job_end_to_end(tmp_path):
 
 def test_relight_specs_need_a_prompt_and_images():
     view = {"name": "a", "width": 64, "height": 64, "K": K.tolist(), "c2w": np.eye(4).tolist(), "image": "a.png"}
-    with pytest.raises(JobSpecError, match="needs a lighting prompt"):
+    with pytest.raises(JobSpecError, match="needs a prompt, e.g. 'sunset"):
         parse_spec({"task": "relight_text", "views": [view]})
     with pytest.raises(JobSpecError, match="missing for \\['b'\\]"):
         parse_spec({"task": "relight_text", "views": [view, dict(view, name="b", image=None)], "edit": {"prompt": "x"}})
+
+
+# --- ControlNet stylisation and IC-Light fbc through the same pipeline ---------------------------
+
+
+def depth_of(n: int) -> np.ndarray:
+    d = np.full((64, 64), np.inf)
+    d[12:52, 16:48] = 4.0 - 0.01 * n
+    return d
+
+
+def styled_rig(n: int, seed: int = 0) -> list[EditView]:
+    views = rig(n, seed)
+    for i, v in enumerate(views):
+        v.extras = {"depth": depth_control(depth_of(i))}
+    return views
+
+
+def test_stylize_windows_and_lambda_zero_is_uncoupled(models):
+    seva, _ = models
+    cn = load_controlnet_editor(["depth"], base="tiny", strength=0.7)
+    res = edit_views(seva, cn, styled_rig(6), 0, settings(prompt="a watercolor painting", steps=4))
+    assert len(res.images) == 6 and res.metadata["windows"] == 2 and res.metadata["editor"]["controls"] == ["depth"]
+    a, b = styled_rig(4), styled_rig(4)
+    for v in b[1:]:
+        v.extras["depth"] = 1.0 - v.extras["depth"]
+    free = [edit_views(seva, cn, r, 0, settings(lam=0.0, steps=4)).images for r in (a, b)]
+    assert all(torch.equal(x, y) for x, y in zip(*free, strict=True))  # targets' controls unused at lam 0
+    tied = [edit_views(seva, cn, r, 0, settings(lam=0.5, steps=4)).images for r in (a, b)]
+    assert torch.equal(tied[0][0], tied[1][0]) and not torch.equal(tied[0][2], tied[1][2])
+
+
+def test_ic_light_fbc_reads_a_background_per_view(models):
+    seva, _ = models
+    fbc = load_ic_light("fbc", base="tiny")
+    views = rig(3)
+    with pytest.raises(ValueError, match="needs a background image for every view"):
+        edit_views(seva, fbc, views, 0, settings())
+    for v in views:
+        v.extras = {"background": np.full((64, 64, 3), 40.0)}
+    dark = edit_views(seva, fbc, views, 0, settings()).images[0]
+    for v in views:
+        v.extras = {"background": np.full((64, 64, 3), 230.0)}
+    assert not torch.equal(dark, edit_views(seva, fbc, views, 0, settings()).images[0])
+
+
+def _write_views(tmp_path, views, depth=True):
+    specs, files = [], {}
+    for i, v in enumerate(views):
+        Image.fromarray(v.rgba.astype(np.uint8), "RGBA").save(tmp_path / f"v{i}.png")
+        files[f"v{i}.png"] = tmp_path / f"v{i}.png"
+        spec = {"name": f"cam {i}", "width": 64, "height": 64, "K": K.tolist(), "c2w": v.c2w.tolist(), "image": f"v{i}.png"}
+        if depth:
+            np.save(tmp_path / f"d{i}.npy", depth_of(i).astype(np.float32))
+            files[f"d{i}.npy"] = tmp_path / f"d{i}.npy"
+            spec["depth"] = f"d{i}.npy"
+        specs.append(spec)
+    return specs, files
+
+
+def test_stylize_job_end_to_end_with_two_controlnets(tmp_path):
+    views, files = _write_views(tmp_path, rig(4))
+    spec = {
+        "task": "stylize",
+        "views": views,
+        "edit": {"prompt": "a watercolor painting", "controls": [{"kind": "depth"}, {"kind": "canny", "scale": 0.5}], "strength": 0.8},
+        "models": {"multiview": "seva-tiny", "editor": "sd-tiny"},
+        "sampling": {"steps": 3, "lam": 0.05},
+        "multiview": {"window": 4, "size": 64},
+    }
+    job = JobFolder.create(tmp_path / "job", parse_spec(spec), files)
+    res = run_job(job)
+    assert res.status == "done", res.error
+    assert sorted(o.view for o in res.outputs if o.view) == [f"cam {i}" for i in range(4)]
+    meta = json.loads((job.root / "outputs/metadata.json").read_text())
+    assert meta["editor"] == {"editor": "controlnet", "controls": ["depth", "canny"], "scales": [1.0, 0.5], "start": 0.0, "end": 1.0,
+                              "strength": 0.8}  # fmt: skip
+    assert 0 <= meta["consistency"]["mean"] < 1 and (job.root / "outputs/consistency_heatmaps.png").exists()
+
+
+def test_stylize_spec_names_the_missing_pass(tmp_path):
+    views, _ = _write_views(tmp_path, rig(2), depth=False)
+    with pytest.raises(JobSpecError, match="depth ControlNet needs the depth pass of every view; missing for \\['cam 0', 'cam 1'\\]"):
+        parse_spec({"task": "stylize", "views": views, "edit": {"prompt": "x"}})
+    parse_spec({"task": "stylize", "views": views, "edit": {"prompt": "x", "controls": [{"kind": "canny"}]}})  # colour only
+    with pytest.raises(JobSpecError, match="not a model of kind 'sd'"):
+        parse_spec({"task": "stylize", "views": views, "edit": {"prompt": "x", "controls": [{"kind": "canny"}]},
+                    "models": {"editor": "ic-light-tiny"}})  # fmt: skip
+    with pytest.raises(JobSpecError, match="fbc .* needs a background image"):
+        parse_spec({"task": "relight_text", "views": views, "edit": {"prompt": "x"}, "models": {"editor": "ic-light-fbc"}})
+    with pytest.raises(JobSpecError, match="only used by IC-Light fbc"):
+        parse_spec({"task": "relight_text", "views": views, "edit": {"prompt": "x", "background": "bg.png"}})
+
+
+def test_relight_fbc_job_uses_the_background_file(tmp_path):
+    views, files = _write_views(tmp_path, rig(3), depth=False)
+    out = []
+    for level in (30, 220):
+        Image.fromarray(np.full((40, 50, 3), level, np.uint8)).save(tmp_path / "bg.png")
+        spec = {
+            "task": "relight_text", "views": views, "edit": {"prompt": "window light", "background": "bg.png"},
+            "models": {"multiview": "seva-tiny", "editor": "ic-light-fbc-tiny"}, "sampling": {"steps": 2},
+            "multiview": {"window": 4, "size": 64},
+        }  # fmt: skip
+        job = JobFolder.create(tmp_path / f"job{level}", parse_spec(spec), dict(files, **{"bg.png": tmp_path / "bg.png"}))
+        res = run_job(job)
+        assert res.status == "done", res.error
+        out.append(np.asarray(Image.open(job.root / "outputs/cam-0.png")))
+    assert not np.array_equal(*out)

@@ -1,5 +1,9 @@
 """Multi-view editing (DESIGN §3.5): a 2D editor coupled with SEVA at every denoising step.
 
+Editors: IC-Light (``relight_text``) and ControlNet img2img (``stylize``). Each implements
+``view_conditions(rgba, extras)`` (per-view conditioning, indexable by a list of views),
+``participant(name, conds, prompt, steps, cfg, seeds, negative)`` and ``decode``.
+
 1. The editor edits the reference view alone (a plain 2D edit).
 2. SEVA is conditioned on that edited view and every camera; the other views are its targets,
    in windows of T frames (nearest-gt chunking).
@@ -18,7 +22,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..models.editors.ic_light import ICLight
 from ..models.seva import chunking
 from ..models.seva.cameras import normalise_pixel_K
 from ..models.seva.encoders import SevaModel
@@ -34,12 +37,15 @@ class EditView:
     rgba: np.ndarray  # (H, W, 4) uint8-range floats; alpha from the render (exact foreground)
     K: np.ndarray  # 3x3 pixel intrinsics
     c2w: np.ndarray  # 4x4 OpenCV
+    # per-view extra images at the view's size, (H, W, C) floats: ControlNet condition images by
+    # kind (in [0, 1]), "background" for IC-Light fbc (0..255); cropped and resized like rgba
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass
 class EditSettings:
     prompt: str
-    negative_prompt: str = "lowres, bad anatomy, bad hands, cropped, worst quality"
+    negative_prompt: str | None = None  # None: the editor's default
     lam: float = 0.015
     steps: int = 25
     cfg_editor: float = 2.0
@@ -63,22 +69,28 @@ class EditResult:
     metadata: dict = field(default_factory=dict)
 
 
+def _to_working(img: np.ndarray, K: np.ndarray, W: int, H: int) -> tuple[np.ndarray, Tensor]:
+    t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float()
+    out, K2 = transform_img_and_K(t, (W, H), torch.tensor(K)[None].float(), "crop")
+    return out[0].permute(1, 2, 0).numpy(), K2[0]
+
+
 def _working_views(views: Sequence[EditView], s: EditSettings, ref: int):
-    """RGBA crops at SEVA's working size and normalised K, the same transform for every view."""
+    """RGBA (and extras) crops at SEVA's working size and normalised K, the same transform for every view."""
     r = views[ref]
     H, W = working_size(torch.tensor(r.K), r.rgba.shape[:2], s.size)
-    rgba, Ks = [], []
+    rgba, extras, Ks = [], [], []
     for v in views:
-        img = torch.from_numpy(np.ascontiguousarray(v.rgba)).permute(2, 0, 1)[None].float()
-        out, K = transform_img_and_K(img, (W, H), torch.tensor(v.K)[None].float(), "crop")
-        rgba.append(out[0].permute(1, 2, 0).numpy())
-        Ks.append(normalise_pixel_K(K[0], W, H))
-    return rgba, Ks, (H, W)
+        img, K = _to_working(v.rgba, v.K, W, H)
+        rgba.append(img)
+        extras.append({k: _to_working(x, v.K, W, H)[0] for k, x in v.extras.items()})
+        Ks.append(normalise_pixel_K(K, W, H))
+    return rgba, extras, Ks, (H, W)
 
 
-def relight_views(
+def edit_views(
     seva: SevaModel,
-    editor: ICLight,
+    editor,
     views: Sequence[EditView],
     reference: int,
     s: EditSettings,
@@ -90,10 +102,11 @@ def relight_views(
     if len(views) < 2:
         raise ValueError("a multi-view edit needs at least two views")
     t0 = time.perf_counter()
-    rgba, Ks, hw = _working_views(views, s, reference)
-    conds = editor.condition_latents([a[..., :3] for a in rgba], [a[..., 3] / 255.0 for a in rgba])
+    rgba, extras, Ks, hw = _working_views(views, s, reference)
+    conds = editor.view_conditions(rgba, extras)
+    negative = s.negative_prompt if s.negative_prompt is not None else editor.default_negative
     # 1. the reference view, edited alone
-    ref_p = editor.participant("editor", conds[reference : reference + 1], s.prompt, s.steps, s.cfg_editor, [s.seed], s.negative_prompt)
+    ref_p = editor.participant("editor", conds[[reference]], s.prompt, s.steps, s.cfg_editor, [s.seed], negative)
     ref_lat = sample_coupled([ref_p], step=s.step, callback=_tag(callback, "reference"), should_cancel=should_cancel).latents["editor"]
     ref_img = editor.decode(ref_lat).cpu()[0]  # [-1, 1]
     # 2./3. SEVA windows over the other views, each target frame coupled to its editor trajectory
@@ -138,7 +151,7 @@ def relight_views(
         slots = list(win.test_sels)  # first occurrences only: padding duplicates are not coupled
         targets = [others[win.test_inds[win.test_maps[k]]] for k in slots]
         ed_p = editor.participant(
-            "editor", conds[targets], s.prompt, s.steps, s.cfg_editor, [s.seed + 10_000 + t for t in targets], s.negative_prompt
+            "editor", conds[targets], s.prompt, s.steps, s.cfg_editor, [s.seed + 10_000 + t for t in targets], negative
         )
         coupling = Coupling("seva", "editor", s.lam, items_a=slots, items_b=list(range(len(slots))))
         res = sample_coupled(
@@ -158,6 +171,7 @@ def relight_views(
     assert sorted(covered) == others, "every target view is generated exactly once"
     meta = {
         "settings": s.__dict__,
+        "editor": editor.describe(),
         "windows": len(chunks),
         "working_size_hw": list(hw),
         "labels": sorted(set(seva.labels + editor.labels)),

@@ -61,6 +61,16 @@ class ControlNetEditor(SDEditor):
         if not 0.0 < self.strength <= 1.0:
             raise ValueError(f"img2img strength must be in (0, 1], got {self.strength}")
 
+    default_negative = DEFAULT_NEGATIVE
+
+    def describe(self) -> dict:
+        return {"editor": "controlnet", "controls": self.kinds, "scales": self.scales, "start": self.start, "end": self.end,
+                "strength": self.strength}  # fmt: skip
+
+    def view_conditions(self, rgba: Sequence[np.ndarray], extras: Sequence[dict[str, np.ndarray]]) -> StyleConditions:
+        """Multi-view pipeline entry: RGBA views and their control images by kind."""
+        return self.conditions([a[..., :3] for a in rgba], extras)
+
     def conditions(self, rgb: Sequence[np.ndarray], controls: Sequence[dict[str, np.ndarray]]) -> StyleConditions:
         """rgb: (H, W, 3) 0..255 per view; controls: per view, {kind: (H, W, 3) in [0, 1]}."""
         missing = [(i, k) for i, c in enumerate(controls) for k in self.kinds if k not in c]

@@ -77,6 +77,21 @@ class ICLight(SDEditor):
         n = len(foregrounds)
         return torch.cat([z[:n], z[n:]], dim=1) if backgrounds is not None else z
 
+    default_negative = DEFAULT_NEGATIVE
+
+    def describe(self) -> dict:
+        return {"editor": "ic-light", "variant": self.variant}
+
+    def view_conditions(self, rgba: Sequence[np.ndarray], extras: Sequence[dict[str, np.ndarray]]) -> Tensor:
+        """Multi-view pipeline entry: RGBA views (alpha 0..255) and, for fbc, a "background" per view."""
+        backgrounds = None
+        if self.variant == "fbc":
+            missing = [i for i, e in enumerate(extras) if "background" not in e]
+            if missing:
+                raise ValueError(f"IC-Light fbc needs a background image for every view (missing for views {missing}); use fc or give one")
+            backgrounds = [e["background"][..., :3] for e in extras]
+        return self.condition_latents([a[..., :3] for a in rgba], [a[..., 3] / 255.0 for a in rgba], backgrounds)
+
     def denoiser(self, conds: Tensor, cond: Tensor, uncond: Tensor, cfg: float) -> DiscreteDenoiser:
         unet = self.pipe.unet
 
