@@ -8,11 +8,27 @@ TASKS = [
         "Relight (IC-Light × SEVA)",
         "Relight every view from a prompt; IC-Light coupled with Stable Virtual Camera keeps the views consistent",
     ),
+    (
+        "stylize",
+        "Stylize (ControlNet × SEVA)",
+        "Restyle every view from a prompt; ControlNet keeps each view's exact geometry, SEVA keeps the views consistent",
+    ),
     ("novel_views", "Fill Views (SEVA)", "Generate every other rig view from the reference view with Stable Virtual Camera"),
 ]
 EDITORS = [
     ("ic-light-fc", "IC-Light fc", "IC-Light foreground-conditioned (lllyasviel/ic-light on Realistic Vision 5.1)"),
     ("ic-light-tiny", "Tiny (test)", "Tiny random IC-Light: checks the whole chain in seconds, output is noise"),
+]
+STYLE_BASES = [
+    ("sd15", "Stable Diffusion 1.5", "stable-diffusion-v1-5 with ControlNet 1.1 (OpenRAIL licences)"),
+    ("sd-tiny", "Tiny (test)", "Tiny random SD + ControlNet: checks the whole chain in seconds, output is noise"),
+]
+CONTROLS = [
+    ("depth", "Depth", "Keep the views' exact depth: layout holds, textures restyle freely"),
+    ("normal", "Normals", "Keep the exact surface orientation: finer shape detail than depth"),
+    ("lineart", "Line Art", "Keep lines drawn from the geometry: silhouettes, depth jumps, creases"),
+    ("canny", "Edges", "Keep the edges of the current render (Canny): textures and details stay"),
+    ("tile", "Tile", "Keep the colours and details of the current render; the prompt shifts the style"),
 ]
 MODELS = [
     ("seva-1.1", "SEVA 1.1", "stabilityai/stable-virtual-camera v1.1 (gated; non-commercial licence)"),
@@ -54,7 +70,19 @@ class CoupledEditSettings(bpy.types.PropertyGroup):
     task: bpy.props.EnumProperty(name="Task", items=TASKS, description="What to do with the rig")
     model: bpy.props.EnumProperty(name="Model", items=MODELS, description="Multi-view model weights")
     editor: bpy.props.EnumProperty(name="Editor", items=EDITORS, description="2D editing model coupled with the multi-view model")
-    prompt: bpy.props.StringProperty(name="Prompt", default="beach sunset lighting", description="The lighting to give every view")
+    prompt: bpy.props.StringProperty(
+        name="Prompt", default="beach sunset lighting", description="The lighting (Relight) or the style (Stylize) to give every view"
+    )
+    style_base: bpy.props.EnumProperty(name="Style Model", items=STYLE_BASES, description="Image model that restyles each view")
+    control: bpy.props.EnumProperty(name="Keep", items=CONTROLS, description="What each view keeps while its style changes")
+    style_strength: bpy.props.FloatProperty(
+        name="Change",
+        default=0.75,
+        min=0.05,
+        max=1.0,
+        subtype="FACTOR",
+        description="How much of each view is redrawn (1: from scratch, low: close to the render)",
+    )
     strength: bpy.props.FloatProperty(
         name="Coupling",
         default=0.015,

@@ -43,6 +43,10 @@ def make_job(context) -> jobs.RigJob:
     if s.task == "relight_text":  # every view is edited
         render, extra = [True] * len(cams), {"edit": {"prompt": s.prompt}, "models": {"multiview": s.model, "editor": s.editor}}
         sampling = {"steps": s.steps, "cfg_multiview": s.guidance, "seed": s.seed, "lam": s.strength}
+    elif s.task == "stylize":
+        edit = {"prompt": s.prompt, "controls": [{"kind": s.control}], "strength": s.style_strength}
+        render, extra = [True] * len(cams), {"edit": edit, "models": {"multiview": s.model, "editor": s.style_base}}
+        sampling = {"steps": s.steps, "cfg_multiview": s.guidance, "seed": s.seed, "lam": s.strength}
     else:  # the reference view is the input; the rest are generated
         render, extra = [i == ref for i in range(len(cams))], {"models": {"multiview": s.model}}
         sampling = {"steps": s.steps, "cfg_multiview": s.guidance, "seed": s.seed}

@@ -33,6 +33,12 @@ class VIEW3D_PT_coupled_edit(bpy.types.Panel):
             box.prop(s, "prompt")
             box.prop(s, "editor")
             box.prop(s, "strength")
+        elif s.task == "stylize":
+            box.prop(s, "prompt")
+            box.prop(s, "style_base")
+            box.prop(s, "control")
+            box.prop(s, "style_strength")
+            box.prop(s, "strength")
         for name in ("model", "steps", "guidance", "seed", "working_size", "output_dir"):
             box.prop(s, name)
         job = rig_ops.ACTIVE.get(context.scene.name)

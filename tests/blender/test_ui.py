@@ -53,6 +53,22 @@ def test_relight_from_the_panel(ui, tmp_path):
     assert result["status"] == "done" and len([o for o in result["outputs"] if o["view"]]) == 4
 
 
+def test_stylize_from_the_panel(ui, tmp_path):
+    s = ui.coupled_edit
+    s.turntable_count, s.model, s.steps, s.working_size, s.output_dir = 3, "seva-tiny", 2, 64, str(tmp_path)
+    s.task, s.prompt, s.style_base, s.control, s.style_strength = "stylize", "a pencil sketch", "sd-tiny", "lineart", 0.6
+    bpy.data.objects["Suzanne"].select_set(True)
+    bpy.ops.coupled_edit.build_turntable()
+    assert bpy.ops.coupled_edit.run() == {"FINISHED"}
+    job = Path(s.last_job)
+    spec = json.loads((job / "job.json").read_text())
+    assert spec["edit"]["controls"] == [{"kind": "lineart"}] and all(v["depth"] for v in spec["views"])
+    result = json.loads((job / "result.json").read_text())
+    assert result["status"] == "done", result["error"]
+    meta = json.loads((job / "outputs/metadata.json").read_text())
+    assert meta["editor"]["controls"] == ["lineart"] and meta["editor"]["strength"] == pytest.approx(0.6)
+
+
 def test_turntable_run_and_apply_from_operators(ui, tmp_path):
     s = ui.coupled_edit
     s.task = "novel_views"
