@@ -60,15 +60,17 @@ def run(
     folder: str | Path,
     render: Sequence[bool] | None = None,
     on_progress: Callable[[JobStatus], None] | None = None,
+    server: dict | None = None,
     **sections,
 ) -> RunResult:
     """Render, run and wait. ``render`` marks the views that are inputs (default: the reference view
     for ``novel_views``, all views otherwise); ``sections`` are JobSpec sections (models, sampling, ...).
-    ``on_progress`` is called after every tick with the job's status (fraction, stage, ETA)."""
+    ``on_progress`` is called after every tick with the job's status (fraction, stage, ETA).
+    ``server={"url": "http://127.0.0.1:8765", "token": None}`` runs the job on a job server."""
     if render is None and task == "novel_views" and not sections.get("photos"):
         ref = reference_index(cameras, scene)
         render = [i == ref for i in range(len(cameras))]
-    job = RigJob(scene, cameras, Path(folder), task, render=render, **sections)
+    job = RigJob(scene, cameras, Path(folder), task, render=render, server=server, **sections)
     while (delay := job.tick()) is not None:
         if on_progress:
             on_progress(job.status)

@@ -87,6 +87,15 @@ def build_parser() -> argparse.ArgumentParser:
     ml.add_argument("--task", default=None, help="only this task's models")
     sc = sub.add_parser("schema", help="write the JobSpec JSON schema")
     sc.add_argument("--out", default="-", help="file, or - for stdout")
+    sc.add_argument("--openapi", action="store_true", help="the server's OpenAPI document instead")
+    sv = sub.add_parser("serve", help="HTTP server: jobs from the add-on or other machines, one GPU worker")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on; anything but loopback needs --token")
+    sv.add_argument("--port", type=int, default=8765)
+    sv.add_argument("--jobs-dir", default="server_jobs", help="where jobs are kept (survives restarts)")
+    sv.add_argument("--token", default=None, help="required on every route but /health (or set COUPLED_EDIT_TOKEN)")
+    sv.add_argument("--max-queue", type=int, default=32, help="jobs waiting at most; more are refused with 429")
+    sv.add_argument("--max-request-mb", type=int, default=2048, help="largest submission in MiB")
+    sv.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
     return ap
 
 
@@ -254,6 +263,31 @@ def _models_list(task: str | None) -> int:
     return 0
 
 
+def _serve(a: argparse.Namespace) -> int:
+    import ipaddress
+    import os
+
+    token = a.token or os.environ.get("COUPLED_EDIT_TOKEN") or None
+    try:
+        loopback = a.host == "localhost" or ipaddress.ip_address(a.host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and not token:
+        raise SystemExit(
+            f"error: refusing to listen on {a.host} without a token: anyone on the network could run jobs. "
+            "Give --token (or set COUPLED_EDIT_TOKEN), or bind to 127.0.0.1"
+        )
+    import uvicorn
+
+    from .server.app import Limits, create_app
+
+    limits = Limits(max_queue=a.max_queue, max_request_bytes=a.max_request_mb << 20)
+    app = create_app(a.jobs_dir, token=token, limits=limits)
+    print(f"Coupled Edit backend {__version__} on http://{a.host}:{a.port} (jobs in {Path(a.jobs_dir).resolve()})", flush=True)
+    uvicorn.run(app, host=a.host, port=a.port, log_level=a.log_level, timeout_graceful_shutdown=5)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     try:
@@ -278,13 +312,21 @@ def main(argv: list[str] | None = None) -> int:
         if a.command == "models":
             return _models_list(a.task)
         if a.command == "schema":
-            if a.out == "-":
+            if a.openapi:
+                from .jobs import atomic_write_text
+                from .server.app import openapi_schema
+
+                text = json.dumps(openapi_schema(), indent=2) + "\n"
+                print(text, end="") if a.out == "-" else atomic_write_text(Path(a.out), text)
+            elif a.out == "-":
                 from .jobs import json_schema
 
                 print(json.dumps(json_schema(), indent=2))
             else:
                 dump_schema(a.out)
             return 0
+        if a.command == "serve":
+            return _serve(a)
     except JobSpecError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

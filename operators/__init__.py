@@ -2,7 +2,7 @@
 
 import bpy
 
-from . import check_backend, rig_ops
+from . import check_backend, rig_ops, server_ops
 
 _classes = (
     check_backend.COUPLED_EDIT_OT_check_backend,
@@ -11,6 +11,8 @@ _classes = (
     rig_ops.COUPLED_EDIT_OT_cancel,
     rig_ops.COUPLED_EDIT_OT_apply_strips,
     rig_ops.COUPLED_EDIT_OT_apply_texture,
+    server_ops.COUPLED_EDIT_OT_start_server,
+    server_ops.COUPLED_EDIT_OT_stop_server,
 )
 
 
@@ -20,5 +22,6 @@ def register() -> None:
 
 
 def unregister() -> None:
+    server_ops.stop_local_server()  # a server this session started does not outlive the add-on
     for c in reversed(_classes):
         bpy.utils.unregister_class(c)

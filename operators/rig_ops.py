@@ -57,6 +57,7 @@ def make_job(context) -> jobs.RigJob:
         s.task,
         render=render,
         photos=s.use_photos,
+        server=preferences.server(context),
         passes=not s.use_photos,  # depth of every view: the job reports multi-view consistency
         sampling=sampling,
         multiview={"size": s.working_size},

@@ -53,12 +53,15 @@ class RigJob:
         render: Sequence[bool] | None = None,
         passes: bool = False,
         photos: bool = False,
+        server: dict | None = None,
         **sections,
     ) -> None:
         """``render`` marks the input views (default all); ``passes`` adds depth/normals/index for them.
 
         ``photos``: the inputs are the cameras' background photos (capture rigs); nothing is rendered.
+        ``server``: {"url", "token"} to run the job on a server instead of in this process.
         """
+        self.server = server
         self.scene, self.cameras, self.folder, self.task, self.sections = scene, list(cameras), Path(folder), task, sections
         if (self.folder / "job.json").exists():
             raise FileExistsError(f"{self.folder} already holds a job; choose a new folder")
@@ -115,10 +118,18 @@ class RigJob:
         else:
             finish_job(self.folder, self.scene, self.cameras, self.renderer, self.task, **self.sections)
         self.status.state, self.status.stage, self.status.message = "running", "loading", "starting the backend"
-        jobs, runner = backend_module("jobs"), backend_module("runner")
+        if self.server is not None:  # over HTTP: no torch in this process
+            client = backend_module("client")
 
-        def work() -> None:
-            runner.run_job(jobs.JobFolder(self.folder), progress=self._events.put, should_cancel=self._cancel.is_set)
+            def work() -> None:
+                c = client.Client(self.server["url"], self.server.get("token"))
+                client.run_remote_job(c, self.folder, progress=self._events.put, should_cancel=self._cancel.is_set)
+
+        else:
+            jobs, runner = backend_module("jobs"), backend_module("runner")
+
+            def work() -> None:
+                runner.run_job(jobs.JobFolder(self.folder), progress=self._events.put, should_cancel=self._cancel.is_set)
 
         self._thread = threading.Thread(target=work, name="coupled-edit-job", daemon=True)
         self._thread.start()
