@@ -1,0 +1,137 @@
+"""Neural Gaffer against the reference fixtures (../shared/fixtures/neuralgaffer, README there):
+environment-map rotation, tone maps, resizes, background plates, the 16-channel input, guidance,
+DDIM steps. ``NEURALGAFFER_FIXTURES`` overrides the folder."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.numpy import load_file
+
+from backend import envmap
+
+FIX = Path(os.environ.get("NEURALGAFFER_FIXTURES", Path(__file__).resolve().parents[2] / "shared/fixtures/neuralgaffer"))
+pytestmark = pytest.mark.skipif(not FIX.is_dir(), reason=f"Neural Gaffer fixtures not found at {FIX} (set NEURALGAFFER_FIXTURES)")
+
+
+@pytest.fixture(scope="module")
+def fx():
+    manifest = json.loads((FIX / "manifest.json").read_text())
+    for name, meta in manifest.items():
+        assert hashlib.sha256((FIX / name).read_bytes()).hexdigest() == meta["sha256"], f"{name} changed"
+    return {
+        "input": load_file(FIX / "envmap_input.safetensors"),
+        "cases": {c["name"]: c for c in json.loads((FIX / "envmap_cases.json").read_text())["cases"]},
+        "arrays": load_file(FIX / "envmap_cases.safetensors"),
+        "cameras": json.loads((FIX / "cameras.json").read_text())["cameras"],
+        "plates": load_file(FIX / "background_plates.safetensors"),
+    }
+
+
+def source_map(fx, kind: str) -> np.ndarray:
+    m = fx["input"]["envmap/hdr_32x64"]
+    return m if kind == "32x64" else np.repeat(np.repeat(m, 8, axis=0), 8, axis=1)
+
+
+def lighting_of(fx, case: dict) -> tuple[envmap.Lighting, np.ndarray]:
+    cam = np.array(fx["cameras"][case["camera"]]["c2w_blender_matrix_world"])
+    light = envmap.Lighting(
+        envmap.prepare(source_map(fx, case["envmap"]), case["world_strength"]),
+        tuple(case["world_rotation_euler_xyz_rad"]),
+        case["spin_rotation_idx"],
+        case["spin_total_view"],
+    )
+    return light, envmap.blender_rotation(cam)
+
+
+def test_readers_give_the_reference_floats(fx):
+    np.testing.assert_array_equal(envmap.read_envmap(FIX / "envmap_32x64.exr"), fx["input"]["envmap/read_exr_32x64"])
+    np.testing.assert_array_equal(envmap.read_envmap(FIX / "envmap_32x64.hdr"), fx["input"]["envmap/read_rgbe_32x64"])
+
+
+def test_pixel_directions(fx):
+    np.testing.assert_allclose(envmap.pixel_dirs(32, 64), fx["input"]["envmap/pixel_dirs_32x64"], atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["front", "side_posx", "orbit", "top", "below", "roll", "orbit_scaled", "orbit_spin15", "orbit_spin40", "orbit_worldrotz60",
+     "orbit_worldrotxyz", "orbit_large"],
+)  # fmt: skip
+def test_rotation_and_tone_maps_match_every_case(fx, name):
+    case, arr = fx["cases"][name], fx["arrays"]
+    light, R = lighting_of(fx, case)
+    np.testing.assert_allclose(envmap.euler_xyz(*light.rotation) @ R, case["R_eff_c2w"], atol=1e-9)  # listed without the spin
+    R_eff = light.effective(R)
+    H, W = light.envmap.shape[:2]
+    L = envmap.lookup_dirs(R_eff, H, W)
+    if f"{name}/lookup_dirs_world" in arr:
+        np.testing.assert_allclose(L, arr[f"{name}/lookup_dirs_world"], atol=1e-6)
+    rotated = envmap.sample(light.envmap, L)
+    if f"{name}/rotated_hdr" in arr:
+        b = arr[f"{name}/rotated_hdr"]
+        assert (np.abs(rotated - b) <= 1e-4 + 1e-4 * np.abs(b)).all()
+    ldr, hdrn, log_max = envmap.tone_map(rotated)
+    np.testing.assert_allclose(log_max, arr[f"{name}/hdr_log_max"][0], rtol=1e-6)
+    for got, key in ((ldr, "ldr_u8"), (hdrn, "hdrn_u8")):
+        want = arr[f"{name}/{key}"]
+        diff = np.abs(got.astype(int) - want.astype(int))
+        if case["envmap"] == "32x64":
+            assert diff.max() == 0, key
+        else:
+            assert diff.max() <= 1 and (diff > 0).mean() <= 1e-4, key
+    for key in ("ldr256_u8", "hdrn256_u8"):
+        if f"{name}/{key}" in arr:  # the resize applied to the stored source-resolution maps: exact
+            src = arr[f"{name}/{key.replace('256', '')}"]
+            np.testing.assert_array_equal(envmap.resize_u8(src), arr[f"{name}/{key}"])
+    if name in ("orbit", "roll", "front"):
+        hdrn256, ldr256 = envmap.condition_maps(light, R)
+        np.testing.assert_array_equal(ldr256, arr[f"{name}/ldr256_u8"])
+        np.testing.assert_array_equal(hdrn256, arr[f"{name}/hdrn256_u8"])
+
+
+def test_scaled_camera_equals_unscaled(fx):
+    a, Ra = lighting_of(fx, fx["cases"]["orbit"])
+    b, Rb = lighting_of(fx, fx["cases"]["orbit_scaled"])
+    np.testing.assert_allclose(Ra, Rb, atol=1e-12)
+
+
+@pytest.mark.parametrize("key,k", [("orbit_spin0", 0), ("orbit_spin15", 15)])
+def test_background_plates(fx, key, k):
+    cam = np.array(fx["cameras"]["orbit"]["c2w_blender_matrix_world"])
+    light = envmap.Lighting(envmap.prepare(source_map(fx, "32x64")), spin_index=k, spin_total=120)
+    got = envmap.background_plate(light, envmap.blender_rotation(cam))
+    want = fx["plates"][f"{key}/background_u8"]
+    diff = np.abs(got.astype(int) - want.astype(int))
+    assert diff.max() <= 1 and (diff > 0).mean() <= 1e-3, (diff.max(), (diff > 0).mean())
+
+
+def test_plate_rays(fx):
+    cam = np.array(fx["cameras"]["orbit"]["c2w_blender_matrix_world"])
+    R = envmap.blender_rotation(cam)
+    f = 280.0
+    j = np.arange(256) + 0.5
+    for row, i in ((0, 0.5), (1, 255.5)):
+        rays = np.stack([(j - 128) / f, -np.full(256, (i - 128) / f), -np.ones(256)], -1) @ R.T
+        rays /= np.linalg.norm(rays, axis=-1, keepdims=True)
+        np.testing.assert_allclose(rays, fx["plates"]["orbit/ray_dirs_world_rows_0_and_255"][row], atol=1e-6)
+
+
+def test_errors_name_the_problem(tmp_path):
+    from PIL import Image
+
+    with pytest.raises(envmap.EnvmapError, match="twice as wide as high"):
+        envmap.check_equirect(np.zeros((32, 32, 3)), "ball.hdr")
+    with pytest.raises(envmap.EnvmapError, match="use an equirectangular .hdr or .exr"):
+        envmap.read_envmap(tmp_path / "x.gif")
+    Image.fromarray(np.full((8, 16, 3), 255, np.uint8)).save(tmp_path / "ldr.png")
+    with pytest.warns(UserWarning, match="8-bit image"):
+        m = envmap.read_envmap(tmp_path / "ldr.png")
+    assert m.shape == (8, 16, 3) and np.allclose(m, 1.0)
+    assert (envmap.prepare(np.array([[[-1.0, np.nan, 2.0]]]), 2.0) == [[[0.0, 0.0, 4.0]]]).all()
