@@ -135,9 +135,11 @@ def flow_schedule(num_steps: int, *, shift: float = 1.0, mu: float | None = None
 
 
 def validate_schedule(sigmas: torch.Tensor, name: str = "schedule") -> None:
+    # The last sigma is 0, or a scheduler's final noise level: DDIM with set_alpha_to_one=False ends
+    # at abar_0 (sigma ~0.029 for SD), and a model trained that way is reproduced exactly.
     if sigmas.ndim != 1 or len(sigmas) < 2:
-        raise ValueError(f"{name}: need a 1-D schedule with at least 2 entries (the last one 0)")
-    if sigmas[-1] != 0:
-        raise ValueError(f"{name}: the last sigma must be 0, got {float(sigmas[-1])}")
+        raise ValueError(f"{name}: need a 1-D schedule with at least 2 entries (the last one 0 or a final noise level)")
+    if not sigmas[-1] >= 0:
+        raise ValueError(f"{name}: the last sigma must be >= 0, got {float(sigmas[-1])}")
     if not bool((sigmas[:-1] > sigmas[1:]).all()):
         raise ValueError(f"{name}: sigmas must be strictly decreasing")
