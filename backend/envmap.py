@@ -68,7 +68,9 @@ def read_envmap(path: str | Path) -> np.ndarray:
 def check_equirect(rgb: np.ndarray, name: str = "environment map") -> None:
     h, w = rgb.shape[:2]
     if w != 2 * h:
-        raise EnvmapError(f"{name} is {w}x{h}: an equirectangular map is twice as wide as high (mirror balls and cube maps are not supported)")
+        raise EnvmapError(
+            f"{name} is {w}x{h}: an equirectangular map is twice as wide as high (mirror balls and cube maps are not supported)"
+        )
 
 
 def prepare(rgb: np.ndarray, strength: float = 1.0) -> np.ndarray:

@@ -147,9 +147,18 @@ class Edit(_Strict):
     control_start: float = Field(0.0, ge=0.0, lt=1.0, description="stylize: fraction of the run where the ControlNets start")
     control_end: float = Field(1.0, gt=0.0, le=1.0)
     background: str | None = Field(None, description="relight_text with ic-light-fbc: background image in inputs/, used for every view")
+    envmap_rotation: tuple[float, float, float] = Field(
+        (0.0, 0.0, 0.0), description="relight_envmap: the World's Mapping rotation (Euler XYZ radians, type POINT)"
+    )
+    envmap_strength: float = Field(1.0, ge=0.0, le=1e6, description="relight_envmap: World strength (multiplies the map)")
+    spin: int = Field(0, ge=0, description="relight_envmap: turntable spin frame k of spin_total (turns the lighting 360 k / N degrees)")
+    spin_total: int = Field(120, ge=1, le=100_000)
+    composite: Literal["envmap", "transparent"] = Field(
+        "envmap", description="relight_envmap: what shows behind the object: the environment seen by each camera, or nothing"
+    )
     prompts: list[Prompt] = Field(default_factory=list, max_length=MAX_PROMPTS, description="for couple_* tasks, one per sample")
     seeds: list[Seed] = Field(default_factory=list, description="one per prompt (couple_* tasks); default seed, seed+1, ...")
-    envmap: str | None = None
+    envmap: str | None = Field(None, description="relight_envmap: equirectangular .hdr/.exr in inputs/ (Blender's convention)")
     chain: bool = Field(False, description="couple prompts in a chain (0-1, 1-2, ...) instead of all pairs")
 
 
@@ -245,6 +254,16 @@ class JobSpec(_Strict):
             raise ValueError(f"edit.background: IC-Light fbc ({self.models.editor!r}) needs a background image in inputs/")
         if self.task == "relight_text" and "fbc" not in (self.models.editor or "") and self.edit.background:
             raise ValueError("edit.background is only used by IC-Light fbc: set models.editor to 'ic-light-fbc' or drop it")
+        if self.task == "relight_envmap":
+            if not self.edit.envmap:
+                raise ValueError("edit.envmap: task 'relight_envmap' needs an environment map (.hdr/.exr) in inputs/")
+            no_image = [v.name for v in self.views if not v.image]
+            if no_image:
+                raise ValueError(f"views: task 'relight_envmap' relights every view, so each needs an image; missing for {no_image}")
+            if self.models.editor is not None and MODELS[self.models.editor].kind != "neural_gaffer":
+                raise ValueError(f"models.editor: {self.models.editor!r} is not a Neural Gaffer model (task 'relight_envmap')")
+            if self.edit.spin >= self.edit.spin_total:
+                raise ValueError(f"edit.spin must be below edit.spin_total ({self.edit.spin_total})")
         if self.task == "stylize":
             if self.edit.control_end <= self.edit.control_start:
                 raise ValueError("edit.control_end must be greater than edit.control_start")

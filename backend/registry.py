@@ -115,7 +115,8 @@ _ENTRIES = [
     ModelEntry("controlnet-tile", "controlnet", "lllyasviel/control_v11f1e_sd15_tile", licence="OpenRAIL"),
     ModelEntry("magicfixup", "magicfixup", "HadiZayer/MagicFixup", filename="magicfu_weights.ckpt", licence="Adobe Research License"),
     ModelEntry("neural-gaffer", "neural_gaffer", "coast01/Neural_Gaffer", filename="neural_gaffer_res256_ckpt.zip", licence="MIT"),
-    ModelEntry("zero123-xl", "sd", "kxic/zero123-xl", licence="MIT"),
+    ModelEntry("neural-gaffer-tiny", "neural_gaffer", None, notes="tiny random Neural Gaffer (the fixtures' small networks)"),
+    ModelEntry("zero123-xl", "sd", "kxic/zero123-xl", licence="MIT", notes="diffusers layout: unet, vae, image_encoder, scheduler"),
 ]
 
 MODELS: dict[str, ModelEntry] = {e.key: e for e in _ENTRIES}
@@ -146,4 +147,5 @@ TASK_MODELS: dict[str, list[str]] = {
     "novel_views": ["seva-1.1", "seva-vae", "seva-clip"],
     "relight_text": ["seva-1.1", "seva-vae", "seva-clip", "ic-light-fc", "ic-light-base"],
     "stylize": ["seva-1.1", "seva-vae", "seva-clip", "sd15", "controlnet-depth"],
+    "relight_envmap": ["seva-1.1", "seva-vae", "seva-clip", "neural-gaffer", "zero123-xl"],
 }

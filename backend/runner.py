@@ -12,6 +12,7 @@ import re
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from .jobs import JobFolder, JobResult, JobSpec, OutputFile, ProgressEvent
@@ -20,7 +21,7 @@ from .sampling import Cancelled, StepInfo
 ProgressFn = Callable[[ProgressEvent], None]
 CancelFn = Callable[[], bool]
 DEFAULT_LAM = {"couple_images": 0.3, "couple_videos": 0.3}
-IMPLEMENTED = ("couple_images", "couple_videos", "novel_views", "relight_text", "stylize")
+IMPLEMENTED = ("couple_images", "couple_videos", "novel_views", "relight_text", "stylize", "relight_envmap")
 
 
 class ModelCache:
@@ -103,6 +104,7 @@ def run_job(
             "novel_views": _novel_views,
             "relight_text": _relight_text,
             "stylize": _stylize,
+            "relight_envmap": _relight_envmap,
         }[spec.task]
         outputs, metadata = run(spec, job, rep, should_cancel, cache)
         result = JobResult(
@@ -302,6 +304,7 @@ def _relight_text(spec: JobSpec, job: JobFolder, rep: _Reporter, should_cancel, 
     from PIL import Image
 
     from .models.editors.ic_light import load_ic_light
+    from .pipelines.multiview_edit import EditView
 
     ed_key = spec.models.editor or "ic-light-fc"
     variant = "fbc" if "fbc" in ed_key else "fc"
@@ -321,7 +324,11 @@ def _relight_text(spec: JobSpec, job: JobFolder, rep: _Reporter, should_cancel, 
         h, w = rgb.shape[:2]
         return {"background": np.asarray(Image.fromarray(background.astype(np.uint8)).resize((w, h), 3), dtype=np.float64)}
 
-    return _edit_views_job(spec, job, rep, should_cancel, cache, editor, ed_key, extras, f"relit: {spec.edit.prompt}", 0.015, 2.0, 25)
+    def make_view(v, rgba: np.ndarray) -> EditView:
+        return EditView(rgba, np.array(v.K), np.array(v.c2w), extras(v, rgba[..., :3]))
+
+    defaults = EditDefaults(lam=0.015, cfg=2.0, steps=25)
+    return _edit_views_job(spec, job, rep, should_cancel, cache, editor, ed_key, make_view, f"relit: {spec.edit.prompt}", defaults)
 
 
 def _stylize(spec: JobSpec, job: JobFolder, rep: _Reporter, should_cancel, cache: ModelCache):
@@ -330,6 +337,7 @@ def _stylize(spec: JobSpec, job: JobFolder, rep: _Reporter, should_cancel, cache
     from .jobs import Control
     from .models.editors.control_images import control_image
     from .models.editors.controlnet import load_controlnet_editor
+    from .pipelines.multiview_edit import EditView
 
     e = spec.edit
     controls = e.controls or [Control()]
@@ -352,16 +360,76 @@ def _stylize(spec: JobSpec, job: JobFolder, rep: _Reporter, should_cancel, cache
         passes = dict(rgb=rgb, depth=load(v.depth), normal_world=load(v.normal), c2w=np.array(v.c2w), object_index=load(v.object_index))
         return {k: control_image(k, **passes) for k in kinds}
 
-    return _edit_views_job(spec, job, rep, should_cancel, cache, editor, ed_key, extras, f"stylized: {e.prompt}", 0.015, 7.5, 30)
+    def make_view(v, rgba: np.ndarray) -> EditView:
+        return EditView(rgba, np.array(v.K), np.array(v.c2w), extras(v, rgba[..., :3]))
+
+    defaults = EditDefaults(lam=0.015, cfg=7.5, steps=30)
+    return _edit_views_job(spec, job, rep, should_cancel, cache, editor, ed_key, make_view, f"stylized: {e.prompt}", defaults)
 
 
-def _edit_views_job(spec, job, rep, should_cancel, cache, editor, ed_key: str, extras, caption: str, lam: float, cfg: float, steps: int):
-    """A multi-view edit job: views in, SEVA x editor, per-view PNGs, contact sheet, consistency report."""
+@dataclass
+class EditDefaults:
+    """A multi-view edit task's defaults where the job leaves sampling settings out."""
+
+    lam: float
+    cfg: float
+    steps: int
+    step: str = "ddpm"
+
+
+def _relight_envmap(spec: JobSpec, job: JobFolder, rep: _Reporter, should_cancel, cache: ModelCache):
+    import numpy as np
+    from PIL import Image
+
+    from . import envmap
+    from .media import tensor_to_pil
+    from .models.editors.neural_gaffer import load_neural_gaffer
+    from .pipelines.multiview_edit import EditView
+    from .pipelines.object_views import crop_K, crop_rgba, object_crop, paste_back
+
+    e = spec.edit
+    ed_key = spec.models.editor or "neural-gaffer"
+    source = "tiny" if ed_key.endswith("-tiny") else (spec.models.source or ed_key)
+    rep.emit("loading", message=f"loading {ed_key}")
+    editor = cache.get(
+        ("neural_gaffer", ed_key, source, spec.models.dtype, spec.models.device),
+        lambda: load_neural_gaffer(source, dtype=spec.models.dtype, device=spec.models.device),
+    )
+    lighting = envmap.Lighting(
+        envmap.prepare(envmap.read_envmap(job.input_path(e.envmap)), e.envmap_strength), tuple(e.envmap_rotation), e.spin, e.spin_total
+    )
+    crops: dict[str, object] = {}
+
+    def make_view(v, rgba: np.ndarray) -> EditView:
+        crop = crops[v.name] = object_crop(rgba[..., 3])
+        hdrn, ldr = envmap.condition_maps(lighting, envmap.opencv_to_blender(np.array(v.c2w)))
+        seed = spec.sampling.seed + spec.views.index(v)
+        square, K = crop_rgba(rgba, crop), crop_K(np.array(v.K), crop)
+        return EditView(square, K, np.array(v.c2w), conditions={"hdrn": hdrn, "ldr": ldr, "seed": seed})
+
+    def finish(v, img) -> Image.Image:
+        alpha = np.asarray(Image.open(job.input_path(v.image)).convert("RGBA"))[..., 3]
+        plate = None
+        if e.composite == "envmap":
+            plate = envmap.background_plate(lighting, envmap.opencv_to_blender(np.array(v.c2w)), v.width, v.height, np.array(v.K))
+        u8 = np.asarray(tensor_to_pil(img))
+        return Image.fromarray(paste_back(u8, crops[v.name], alpha, plate), "RGBA")
+
+    defaults = EditDefaults(lam=0.015, cfg=3.0, steps=50, step="euler")
+    name = Path(e.envmap).name
+    return _edit_views_job(spec, job, rep, should_cancel, cache, editor, ed_key, make_view, f"relit by {name}", defaults, finish)
+
+
+def _edit_views_job(spec, job, rep, should_cancel, cache, editor, ed_key: str, make_view, caption: str, d: EditDefaults, finish=None):
+    """A multi-view edit job: views in, SEVA x editor, per-view PNGs, contact sheet, consistency report.
+
+    ``make_view(view, rgba) -> EditView`` prepares a view for the editor; ``finish(view, image)`` turns
+    a working-size result into the view's output image (default: resized to the view's size)."""
     import numpy as np
     from PIL import Image
 
     from .media import save_image, side_by_side, tensor_to_pil
-    from .pipelines.multiview_edit import EditSettings, EditView, edit_views, resize_to
+    from .pipelines.multiview_edit import EditSettings, edit_views, resize_to
 
     seva_key, seva = _load_seva(spec, rep, cache)
     rep.emit("loading", message="preparing views")
@@ -373,15 +441,14 @@ def _edit_views_job(spec, job, rep, should_cancel, cache, editor, ed_key: str, e
                 f"view {v.name!r} has no alpha channel: the editors composite the foreground from the exact alpha; "
                 "render with a transparent film"
             )
-        rgba = np.asarray(im.convert("RGBA"), dtype=np.float64)
-        views.append(EditView(rgba, np.array(v.K), np.array(v.c2w), extras(v, rgba[..., :3])))
+        views.append(make_view(v, np.asarray(im.convert("RGBA"), dtype=np.float64)))
     s, mv = spec.sampling, spec.multiview
     settings = EditSettings(
         prompt=spec.edit.prompt,
         negative_prompt=spec.edit.negative_prompt or None,
-        lam=s.lam if s.lam is not None else lam,
-        steps=s.steps or steps,
-        cfg_editor=s.cfg_editor if s.cfg_editor is not None else cfg,
+        lam=s.lam if s.lam is not None else d.lam,
+        steps=s.steps or d.steps,
+        cfg_editor=s.cfg_editor if s.cfg_editor is not None else d.cfg,
         cfg_multiview=s.cfg_multiview if s.cfg_multiview is not None else 2.0,
         cfg_min=mv.cfg_min,
         guider=mv.guider,
@@ -389,7 +456,7 @@ def _edit_views_job(spec, job, rep, should_cancel, cache, editor, ed_key: str, e
         T=mv.window,
         size=mv.size,
         seed=s.seed,
-        step=s.step or "ddpm",
+        step=s.step or d.step,
         alignment=s.alignment,
         max_pull=s.max_pull,
     )
@@ -401,7 +468,7 @@ def _edit_views_job(spec, job, rep, should_cancel, cache, editor, ed_key: str, e
     rep.emit("writing")
     outputs, pils = [], []
     for v, img in zip(spec.views, res.images, strict=True):
-        pil = tensor_to_pil(resize_to(img, v.width, v.height))
+        pil = finish(v, img) if finish else tensor_to_pil(resize_to(img, v.width, v.height))
         name = f"outputs/{slug(v.name, 60)}.png"
         save_image(pil, job.root / name)
         pils.append(pil)

@@ -240,3 +240,80 @@ def test_guided_eps_is_uncond_plus_scale_times_difference(gaffer, pipe_fx):
 def test_clip_input_outside_range_is_refused(gaffer):
     with pytest.raises(ValueError, match=r"\[-1, 1\]"):
         gaffer.clip_pixels(torch.full((1, 3, 256, 256), 1.5))
+
+
+# --- loading the released layout ----------------------------------------------------------------
+
+
+def _tiny_base(folder: Path) -> None:
+    """A zero123-xl-shaped diffusers folder in miniature (8-channel UNet, VAE, CLIP image encoder, DDIM)."""
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from backend.models.editors.neural_gaffer import TINY_CLIP, TINY_UNET, TINY_VAE, ZERO123_SCHEDULER
+
+    torch.manual_seed(1)
+    UNet2DConditionModel(**(TINY_UNET | {"in_channels": 8})).save_pretrained(folder / "unet")
+    AutoencoderKL(**TINY_VAE).save_pretrained(folder / "vae")
+    CLIPVisionModelWithProjection(CLIPVisionConfig(**TINY_CLIP)).save_pretrained(folder / "image_encoder")
+    DDIMScheduler(**ZERO123_SCHEDULER).save_pretrained(folder / "scheduler")
+
+
+def _released_zip(path: Path, state: dict, fmt: str) -> None:
+    import io
+    import zipfile
+
+    from safetensors.torch import save
+
+    if fmt == "safetensors":
+        name, data = "model.safetensors", save(state)
+    else:
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        name, data = "pytorch_model.bin", buf.getvalue()
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("logs/neural_gaffer_res256/checkpoint-40000/" + name, b"older")  # the latest checkpoint wins
+        z.writestr(f"logs/neural_gaffer_res256/checkpoint-80000/{name}", data)
+        z.writestr("logs/neural_gaffer_res256/checkpoint-80000/optimizer.bin", b"not read")
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "bin"])
+def test_loader_reads_the_released_zip_and_converts_it_once(tmp_path, fmt, monkeypatch):
+    from diffusers import UNet2DConditionModel
+
+    from backend.models.editors.neural_gaffer import TINY_UNET, load_neural_gaffer
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    import huggingface_hub.constants as c
+
+    monkeypatch.setattr(c, "HF_HOME", str(tmp_path / "hf"))
+    _tiny_base(tmp_path / "zero123")
+    torch.manual_seed(2)
+    trained = UNet2DConditionModel(**TINY_UNET).state_dict()
+    _released_zip(tmp_path / "neural_gaffer_res256_ckpt.zip", trained, fmt)
+    ng = load_neural_gaffer(str(tmp_path / "neural_gaffer_res256_ckpt.zip"), base=str(tmp_path / "zero123"), device="cpu")
+    assert ng.unet.conv_in.in_channels == 16 and ng.unet.config.in_channels == 16
+    for k in ("conv_in.weight", "down_blocks.0.attentions.0.proj_in.weight", "conv_out.bias"):
+        assert torch.equal(ng.unet.state_dict()[k], trained[k])
+    converted = list((tmp_path / "hf/coupled_edit/neural_gaffer").rglob("unet.safetensors"))
+    assert len(converted) == 1
+    mtime = converted[0].stat().st_mtime_ns
+    load_neural_gaffer(str(tmp_path / "neural_gaffer_res256_ckpt.zip"), base=str(tmp_path / "zero123"), device="cpu")
+    assert converted[0].stat().st_mtime_ns == mtime  # converted once, then read from the cache
+
+
+def test_loader_refuses_a_pickle_with_objects_and_names_mismatches(tmp_path):
+    import argparse
+
+    from backend.models.editors.neural_gaffer import read_unet_checkpoint
+    from backend.models.weights import ModelUnavailable
+
+    _released_zip(tmp_path / "evil.zip", {"conv_in.weight": torch.zeros(1), "args": argparse.Namespace(cmd="rm -rf /")}, "bin")
+    with pytest.raises(ModelUnavailable, match="refusing to load .*Python objects other than tensors"):
+        read_unet_checkpoint(tmp_path / "evil.zip")
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "empty.zip", "w") as z:
+        z.writestr("readme.txt", "nothing")
+    with pytest.raises(ModelUnavailable, match="no checkpoint"):
+        read_unet_checkpoint(tmp_path / "empty.zip")

@@ -28,6 +28,7 @@ from ..models.seva.encoders import SevaModel
 from ..models.seva.preprocess import transform_img_and_K, working_size
 from ..models.seva.sampling import SevaDenoiser, SevaWindowDenoiser, seva_schedule, window_conditioning
 from ..sampling import Coupling, Participant, StepInfo, sample_coupled
+from ..sampling.resample import resize_latents
 
 Tensor = torch.Tensor
 
@@ -40,6 +41,9 @@ class EditView:
     # per-view extra images at the view's size, (H, W, C) floats: ControlNet condition images by
     # kind (in [0, 1]), "background" for IC-Light fbc (0..255); cropped and resized like rgba
     extras: dict[str, np.ndarray] = field(default_factory=dict)
+    # per-view editor inputs passed as they are (not pixel-aligned with the view): Neural Gaffer's
+    # environment maps rotated into this camera, a per-view seed
+    conditions: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -103,12 +107,14 @@ def edit_views(
         raise ValueError("a multi-view edit needs at least two views")
     t0 = time.perf_counter()
     rgba, extras, Ks, hw = _working_views(views, s, reference)
-    conds = editor.view_conditions(rgba, extras)
+    conds = editor.view_conditions(rgba, [e | v.conditions for e, v in zip(extras, views, strict=True)])
     negative = s.negative_prompt if s.negative_prompt is not None else editor.default_negative
     # 1. the reference view, edited alone
     ref_p = editor.participant("editor", conds[[reference]], s.prompt, s.steps, s.cfg_editor, [s.seed], negative)
     ref_lat = sample_coupled([ref_p], step=s.step, callback=_tag(callback, "reference"), should_cancel=should_cancel).latents["editor"]
-    ref_img = editor.decode(ref_lat).cpu()[0]  # [-1, 1]
+    ref_img = editor.decode(ref_lat).cpu()[0]  # [-1, 1], at the editor's resolution
+    if tuple(ref_img.shape[-2:]) != tuple(hw):  # e.g. Neural Gaffer's 256² crop for SEVA's 576²
+        ref_img = F.interpolate(ref_img[None], size=hw, mode="bicubic", align_corners=False)[0].clamp(-1, 1)
     # 2./3. SEVA windows over the other views, each target frame coupled to its editor trajectory
     others = [i for i in range(len(views)) if i != reference]
     c2ws = [torch.tensor(v.c2w, dtype=torch.float32) for v in views]
@@ -154,6 +160,9 @@ def edit_views(
             "editor", conds[targets], s.prompt, s.steps, s.cfg_editor, [s.seed + 10_000 + t for t in targets], negative
         )
         coupling = Coupling("seva", "editor", s.lam, items_a=slots, items_b=list(range(len(slots))))
+        ed_hw = tuple(ed_p.shape[-2:])
+        if ed_hw != (h, w):  # latents of another size (Neural Gaffer: 32² vs 72²): area down, bilinear up
+            coupling.a_to_b, coupling.b_to_a = resize_latents(ed_hw, "area"), resize_latents((h, w), "bilinear")
         res = sample_coupled(
             [seva_p, ed_p],
             [coupling],

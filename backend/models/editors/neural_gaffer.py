@@ -224,7 +224,9 @@ TINY_VAE = dict(
     in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
     block_out_channels=(8, 8, 16, 16), layers_per_block=1, latent_channels=4, norm_num_groups=4, sample_size=256, scaling_factor=0.18215,
 )  # fmt: skip
-TINY_CLIP = dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2, image_size=224, patch_size=32, projection_dim=32)
+TINY_CLIP = dict(
+    hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2, image_size=224, patch_size=32, projection_dim=32
+)
 ZERO123_SCHEDULER = dict(
     num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
     set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon", timestep_spacing="leading",
@@ -278,7 +280,9 @@ def read_unet_checkpoint(path: str | Path) -> dict[str, Tensor]:
             names = z.namelist()
             pick = _pick_member(names)
             if pick is None:
-                raise ModelUnavailable(f"{path.name} holds no checkpoint-*/model.safetensors or pytorch_model.bin; is it the Neural Gaffer zip?")
+                raise ModelUnavailable(
+                    f"{path.name} holds no checkpoint-*/model.safetensors or pytorch_model.bin; is it the Neural Gaffer zip?"
+                )
             data = z.read(pick)
         return _tensors_from_bytes(data, pick)
     if path.is_dir():
