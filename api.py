@@ -23,13 +23,16 @@ from .scene_io.export import build_spec, export_photo_rig, export_rig
 from .scene_io.jobs import JobStatus, RigJob
 from .scene_io.project import apply_as_texture, project_views
 from .scene_io.rigs import build_turntable, reference_index, rig_from_collection, rig_from_selection
+from .scene_io.world import WorldError, envmap_edit, world_lighting
 from .scene_io.writeback import apply_as_strips
 
 __all__ = [
     "CameraError",
     "RunResult",
+    "WorldError",
     "apply_as_strips",
     "apply_as_texture",
+    "envmap_edit",
     "build_spec",
     "build_turntable",
     "camera_matrices",
@@ -40,6 +43,7 @@ __all__ = [
     "rig_from_collection",
     "rig_from_selection",
     "run",
+    "world_lighting",
 ]
 
 

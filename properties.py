@@ -13,6 +13,11 @@ TASKS = [
         "Stylize (ControlNet × SEVA)",
         "Restyle every view from a prompt; ControlNet keeps each view's exact geometry, SEVA keeps the views consistent",
     ),
+    (
+        "relight_envmap",
+        "Relight with HDRI (Neural Gaffer × SEVA)",
+        "Relight every view under the World's environment map (or an .hdr/.exr file), consistently across the rig",
+    ),
     ("novel_views", "Fill Views (SEVA)", "Generate every other rig view from the reference view with Stable Virtual Camera"),
 ]
 EDITORS = [
@@ -29,6 +34,10 @@ CONTROLS = [
     ("lineart", "Line Art", "Keep lines drawn from the geometry: silhouettes, depth jumps, creases"),
     ("canny", "Edges", "Keep the edges of the current render (Canny): textures and details stay"),
     ("tile", "Tile", "Keep the colours and details of the current render; the prompt shifts the style"),
+]
+GAFFERS = [
+    ("neural-gaffer", "Neural Gaffer", "coast01/Neural_Gaffer on zero123-xl (MIT licence)"),
+    ("neural-gaffer-tiny", "Tiny (test)", "Tiny random Neural Gaffer: checks the whole chain in seconds, output is noise"),
 ]
 MODELS = [
     ("seva-1.1", "SEVA 1.1", "stabilityai/stable-virtual-camera v1.1 (gated; non-commercial licence)"),
@@ -72,6 +81,32 @@ class CoupledEditSettings(bpy.types.PropertyGroup):
     editor: bpy.props.EnumProperty(name="Editor", items=EDITORS, description="2D editing model coupled with the multi-view model")
     prompt: bpy.props.StringProperty(
         name="Prompt", default="beach sunset lighting", description="The lighting (Relight) or the style (Stylize) to give every view"
+    )
+    gaffer: bpy.props.EnumProperty(name="Relighter", items=GAFFERS, description="Model that relights each view from the environment map")
+    envmap_source: bpy.props.EnumProperty(
+        name="Lighting",
+        items=[
+            ("WORLD", "World", "The scene World's Environment Texture, with its Mapping rotation and strength"),
+            ("FILE", "File", "An equirectangular .hdr or .exr file"),
+        ],
+        default="WORLD",
+        description="Where the environment map comes from",
+    )
+    envmap_file: bpy.props.StringProperty(name="HDRI", subtype="FILE_PATH", description="Equirectangular .hdr or .exr (Blender's layout)")
+    envmap_rotation: bpy.props.FloatProperty(
+        name="Rotation", default=0.0, subtype="ANGLE", description="Turn the environment about the world's Z axis (file only)"
+    )
+    envmap_strength: bpy.props.FloatProperty(name="Strength", default=1.0, min=0.0, description="Multiplies the map (file only)")
+    spin: bpy.props.FloatProperty(
+        name="Spin", default=0.0, subtype="ANGLE", description="Extra turn of the lighting about Z, on top of the World's own"
+    )
+    composite: bpy.props.EnumProperty(
+        name="Behind",
+        items=[
+            ("envmap", "Environment", "Each camera's view of the environment behind the object"),
+            ("transparent", "Transparent", "Nothing: the result keeps the render's alpha"),
+        ],
+        description="What shows behind the relit object",
     )
     style_base: bpy.props.EnumProperty(name="Style Model", items=STYLE_BASES, description="Image model that restyles each view")
     control: bpy.props.EnumProperty(name="Keep", items=CONTROLS, description="What each view keeps while its style changes")

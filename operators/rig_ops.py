@@ -8,7 +8,7 @@ from pathlib import Path
 import bpy
 
 from .. import preferences
-from ..scene_io import jobs, project, rigs, writeback
+from ..scene_io import jobs, project, rigs, world, writeback
 
 # the running job per scene (runtime state, never saved in the .blend)
 ACTIVE: dict[str, jobs.RigJob] = {}
@@ -43,6 +43,15 @@ def make_job(context) -> jobs.RigJob:
     if s.task == "relight_text":  # every view is edited
         render, extra = [True] * len(cams), {"edit": {"prompt": s.prompt}, "models": {"multiview": s.model, "editor": s.editor}}
         sampling = {"steps": s.steps, "cfg_multiview": s.guidance, "seed": s.seed, "lam": s.strength}
+    elif s.task == "relight_envmap":
+        folder = new_job_folder(context)
+        spin = (round(s.spin / (2 * 3.141592653589793) * 3600) % 3600, 3600)  # the spin in tenths of a degree
+        if s.envmap_source == "WORLD":
+            edit = world.envmap_edit(context.scene, folder, *spin, composite=s.composite)
+        else:
+            edit = world.file_edit(s.envmap_file, folder, (0.0, 0.0, s.envmap_rotation), s.envmap_strength, *spin, composite=s.composite)
+        render, extra = [True] * len(cams), {"edit": edit, "models": {"multiview": s.model, "editor": s.gaffer}}
+        sampling = {"steps": s.steps, "cfg_multiview": s.guidance, "seed": s.seed, "lam": s.strength}
     elif s.task == "stylize":
         edit = {"prompt": s.prompt, "controls": [{"kind": s.control}], "strength": s.style_strength}
         render, extra = [True] * len(cams), {"edit": edit, "models": {"multiview": s.model, "editor": s.style_base}}
@@ -53,7 +62,7 @@ def make_job(context) -> jobs.RigJob:
     return jobs.RigJob(
         context.scene,
         cams,
-        new_job_folder(context),
+        folder if s.task == "relight_envmap" else new_job_folder(context),
         s.task,
         render=render,
         photos=s.use_photos,

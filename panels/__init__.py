@@ -33,6 +33,17 @@ class VIEW3D_PT_coupled_edit(bpy.types.Panel):
             box.prop(s, "prompt")
             box.prop(s, "editor")
             box.prop(s, "strength")
+        elif s.task == "relight_envmap":
+            box.prop(s, "gaffer")
+            box.prop(s, "envmap_source")
+            if s.envmap_source == "FILE":
+                box.prop(s, "envmap_file")
+                row = box.row(align=True)
+                row.prop(s, "envmap_rotation")
+                row.prop(s, "envmap_strength")
+            box.prop(s, "spin")
+            box.prop(s, "composite")
+            box.prop(s, "strength")
         elif s.task == "stylize":
             box.prop(s, "prompt")
             box.prop(s, "style_base")
