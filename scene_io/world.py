@@ -42,7 +42,8 @@ def world_lighting(scene: bpy.types.Scene) -> WorldLighting:
     if env is None or env.type != "TEX_ENVIRONMENT" or env.image is None:
         raise WorldError("the World's Background colour does not come from an Environment Texture with an image; add one (an .hdr or .exr)")
     if env.projection != "EQUIRECTANGULAR":
-        raise WorldError(f"the Environment Texture uses {env.projection.replace('_', ' ').lower()} projection; Neural Gaffer needs equirectangular")
+        kind = env.projection.replace("_", " ").lower()
+        raise WorldError(f"the Environment Texture uses {kind} projection; Neural Gaffer needs equirectangular")
     rotation = (0.0, 0.0, 0.0)
     mapping = _linked(env.inputs["Vector"])
     if mapping is not None:
@@ -101,7 +102,7 @@ def envmap_edit(scene: bpy.types.Scene, folder: Path, spin: int = 0, spin_total:
 
 
 def file_edit(
-    path: str, folder: Path, rotation=(0.0, 0.0, 0.0), strength: float = 1.0, spin: int = 0, spin_total: int = 120, composite: str = "envmap"
+    path: str, folder: Path, rotation=(0.0, 0.0, 0.0), strength: float = 1.0, spin: int = 0, spin_total: int = 120, composite="envmap"
 ) -> dict:
     """The ``edit`` section from an environment map file (copied into inputs/)."""
     src = Path(bpy.path.abspath(path))
@@ -112,4 +113,3 @@ def file_edit(
     shutil.copyfile(src, dest)
     return {"envmap": dest.name, "envmap_rotation": [float(r) for r in rotation], "envmap_strength": strength, "spin": spin,
             "spin_total": spin_total, "composite": composite}  # fmt: skip
-

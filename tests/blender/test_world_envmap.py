@@ -150,10 +150,11 @@ def test_world_errors_say_what_to_fix(world_scene):
 
 
 def test_lookup_from_the_scene_equals_blender_renders_of_the_world(world_scene, tmp_path):
-    from backend import envmap
     from coupled_edit.scene_io.cameras import camera_matrices
     from coupled_edit.scene_io.rigs import build_turntable
     from coupled_edit.scene_io.world import world_lighting
+
+    from backend import envmap
 
     scene, E = world_scene
     wl = world_lighting(scene)
@@ -176,11 +177,11 @@ def test_lookup_from_the_scene_equals_blender_renders_of_the_world(world_scene, 
 
 
 def test_pano_camera_renders_the_rotated_map_with_spin(world_scene, tmp_path):
+    from coupled_edit.scene_io.cameras import camera_matrices
+    from coupled_edit.scene_io.rigs import build_turntable
     from mathutils import Matrix
 
     from backend import envmap
-    from coupled_edit.scene_io.cameras import camera_matrices
-    from coupled_edit.scene_io.rigs import build_turntable
 
     scene, E = world_scene
     nodes = scene.world.node_tree.nodes
@@ -215,7 +216,8 @@ def test_relight_envmap_from_the_panel_writes_back(world_scene, tmp_path):
     scene, _ = world_scene
     bpy.ops.mesh.primitive_monkey_add()
     s = scene.coupled_edit
-    s.task, s.gaffer, s.model, s.steps, s.working_size, s.output_dir = "relight_envmap", "neural-gaffer-tiny", "seva-tiny", 2, 64, str(tmp_path)
+    s.task, s.gaffer, s.model = "relight_envmap", "neural-gaffer-tiny", "seva-tiny"
+    s.steps, s.working_size, s.output_dir = 2, 64, str(tmp_path)
     s.turntable_count, s.composite = 8, "envmap"
     bpy.data.objects["Suzanne"].select_set(True)
     bpy.ops.coupled_edit.build_turntable()
