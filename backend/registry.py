@@ -113,7 +113,15 @@ _ENTRIES = [
     ModelEntry("controlnet-normal", "controlnet", "lllyasviel/control_v11p_sd15_normalbae", licence="OpenRAIL"),
     ModelEntry("controlnet-lineart", "controlnet", "lllyasviel/control_v11p_sd15_lineart", licence="OpenRAIL"),
     ModelEntry("controlnet-tile", "controlnet", "lllyasviel/control_v11f1e_sd15_tile", licence="OpenRAIL"),
-    ModelEntry("magicfixup", "magicfixup", "HadiZayer/MagicFixup", filename="magicfu_weights.ckpt", licence="Adobe Research License"),
+    ModelEntry(
+        "magicfixup",
+        "magicfixup",
+        "HadiZayer/MagicFixup",
+        filename="magicfu_weights.ckpt",
+        licence="Adobe Research License (non-commercial research only)",
+        notes="7.7 GB pickle of tensors; read weights-only and converted once to safetensors in the cache",
+    ),
+    ModelEntry("magicfixup-tiny", "magicfixup", None, notes="tiny random Magic Fixup (the fixtures' layout)"),
     ModelEntry("neural-gaffer", "neural_gaffer", "coast01/Neural_Gaffer", filename="neural_gaffer_res256_ckpt.zip", licence="MIT"),
     ModelEntry("neural-gaffer-tiny", "neural_gaffer", None, notes="tiny random Neural Gaffer (the fixtures' small networks)"),
     ModelEntry("zero123-xl", "sd", "kxic/zero123-xl", licence="MIT", notes="diffusers layout: unet, vae, image_encoder, scheduler"),
@@ -148,4 +156,5 @@ TASK_MODELS: dict[str, list[str]] = {
     "relight_text": ["seva-1.1", "seva-vae", "seva-clip", "ic-light-fc", "ic-light-base"],
     "stylize": ["seva-1.1", "seva-vae", "seva-clip", "sd15", "controlnet-depth"],
     "relight_envmap": ["seva-1.1", "seva-vae", "seva-clip", "neural-gaffer", "zero123-xl"],
+    "spatial_edit": ["seva-1.1", "seva-vae", "seva-clip", "magicfixup"],
 }

@@ -173,7 +173,7 @@ def test_ddim_steps_both_schedules(cfg, weights, variant):
     draws = iter([d["init_noise"], *ddim_noise])
     from backend.sampling import sample_coupled
 
-    part = m.participant("mf", z_in, z_ref, mask, steps=50)
+    part = m.fixup_participant("mf", z_in, z_ref, mask, steps=50)
     part.sigmas = sig[:4]
     part.noise_transform = lambda raw: next(draws).to(raw)
     refs = iter(ref_noise)
@@ -231,3 +231,30 @@ def test_preprocessing_functions():
     inputs = mf.prepare(d["src/edit_rgba"], d["src/ref_rgb"], 64)
     close(inputs.inpaint_image, d["inpaint_image"], 1e-6)
     close(inputs.ref_image, d["ref_image"], 1e-6)
+
+
+def test_loader_converts_the_release_pickle_once_and_refuses_objects(cfg, weights, model, tmp_path, monkeypatch):
+    import argparse
+
+    import huggingface_hub.constants as c
+
+    from backend.models.weights import ModelUnavailable
+
+    monkeypatch.setattr(c, "HF_HOME", str(tmp_path / "hf"))
+    ckpt = tmp_path / "magicfu_weights.ckpt"
+    torch.save(dict(weights) | {"cond_stage_model.dino_model.cls_token": torch.zeros(1, 1, 8)}, ckpt)  # the release: a flat torch.save
+    logs = []
+    m = mf.load_magic_fixup(str(ckpt), device="cpu", dtype="float32", unet=cfg["unet"], vae=cfg["vae"]["ddconfig"], log=logs.append)
+    assert any("converting magicfu_weights.ckpt" in line for line in logs) and any("zero-terminal-snr" in line for line in logs)
+    (converted,) = (tmp_path / "hf/coupled_edit/magic_fixup").rglob("model.safetensors")
+    kept = load_file(converted)
+    assert not any(k.startswith(mf.DROP) for k in kept) and "alphas_cumprod" in kept
+    d = load_file(FIX / "denoiser_case_b.safetensors")
+    args = (d["in/x"], d["in/t"], d["in/z_ref"], d["in/ref_noise"])
+    assert torch.equal(m.eps(*args), model.eps(*args))
+    logs.clear()
+    mf.load_magic_fixup(str(ckpt), device="cpu", dtype="float32", unet=cfg["unet"], vae=cfg["vae"]["ddconfig"], log=logs.append)
+    assert not any("converting" in line for line in logs)  # converted once
+    torch.save({"model.x": torch.zeros(1), "opt": argparse.Namespace(lr=1)}, tmp_path / "evil.ckpt")
+    with pytest.raises(ModelUnavailable, match="refusing to load evil.ckpt"):
+        mf.load_magic_fixup(str(tmp_path / "evil.ckpt"), device="cpu", log=logs.append)

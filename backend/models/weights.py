@@ -130,3 +130,51 @@ def in_cache(entry: ModelEntry) -> bool:
     from huggingface_hub import try_to_load_from_cache
 
     return isinstance(try_to_load_from_cache(entry.repo, cache_marker(entry), revision=entry.revision), str)
+
+
+# --- checkpoints published as pickles: tensors only, converted once to safetensors --------------
+
+
+def load_tensor_pickle(src: str | os.PathLike | bytes, name: str) -> dict[str, torch.Tensor]:
+    """A ``torch.save``d flat dict of tensors, read with ``weights_only=True`` (nothing but tensors is
+    unpickled; a file holding other objects is refused). Files are memory-mapped."""
+    import io
+    import pickle
+
+    try:
+        if isinstance(src, bytes):
+            sd = torch.load(io.BytesIO(src), map_location="cpu", weights_only=True)
+        else:
+            sd = torch.load(src, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as e:
+        raise ModelUnavailable(
+            f"refusing to load {name}: it holds Python objects other than tensors, and unpickling them could run code ({e})"
+        ) from None
+    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise ModelUnavailable(f"{name} is not a flat dict of tensors")
+    return sd
+
+
+def converted_cache(kind: str, source: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where the safetensors conversion of ``source`` lives: <HF_HOME>/coupled_edit/<kind>/<digest>/."""
+    import hashlib
+
+    from huggingface_hub import constants
+
+    src = Path(source)
+    st = src.stat()
+    digest = hashlib.sha256(f"{src.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    return Path(cache_dir or Path(constants.HF_HOME) / "coupled_edit" / kind) / digest
+
+
+def save_converted(sd: dict[str, torch.Tensor], out: Path) -> Path:
+    """Write a state dict as safetensors, atomically (a half-written file is never picked up)."""
+    from safetensors.torch import save_file
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".part")
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp))
+    tmp.replace(out)
+    return out

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -208,6 +209,24 @@ def wire(synth, detail) -> dict:
 
 
 @dataclass
+class FixupConditions:
+    """Per view: the hole-filled coarse edit's latent, the original's latent, the latent mask, a seed."""
+
+    z_inpaint: Tensor
+    z_ref: Tensor
+    mask: Tensor
+    seeds: list[int]
+
+    def __len__(self) -> int:
+        return len(self.z_ref)
+
+    def __getitem__(self, idx) -> FixupConditions:
+        idx = list(idx) if not isinstance(idx, slice) else idx
+        seeds = [self.seeds[i] for i in idx] if isinstance(idx, list) else self.seeds[idx]
+        return FixupConditions(self.z_inpaint[idx], self.z_ref[idx], self.mask[idx], seeds)
+
+
+@dataclass
 class MagicFixup:
     synth: torch.nn.Module
     detail: torch.nn.Module
@@ -260,7 +279,7 @@ class MagicFixup:
 
         return DiscreteDenoiser(eps, self.sigma_table(), "epsilon")
 
-    def participant(
+    def fixup_participant(
         self, name: str, z_inpaint: Tensor, z_ref: Tensor, mask: Tensor, steps: int = 50, seeds: Sequence[int] | int = 0
     ) -> Participant:
         """Per-view Magic Fixup: starts from the edit latent noised to t = 981 (``init``); the detail
@@ -272,6 +291,43 @@ class MagicFixup:
 
         den = self.denoiser(z_inpaint, z_ref, mask, ref_noise)
         return Participant(name, den, tuple(z_inpaint.shape), sigmas=self.schedule(steps), seeds=seeds, device=self.device, init=z_inpaint)
+
+    # -- the editor interface of the multi-view pipeline ------------------------------------------
+    default_negative = ""
+
+    def describe(self) -> dict:
+        return {"editor": "magic-fixup", "schedule": self.schedule_kind, "size": self.size}
+
+    @property
+    def size(self) -> int:
+        """The working size: 512 (trained there only); the tiny random model works at 64."""
+        return SIZE if self.vae.config.sample_size >= SIZE else 64
+
+    def view_conditions(self, rgba, extras) -> FixupConditions:
+        """Each view's original (rgba) and coarse edit (``extras["edit"]``, RGBA, alpha 0 = hole) -> latents."""
+        import numpy as np
+
+        zi, zr, ms, seeds = [], [], [], []
+        for i, (orig, ex) in enumerate(zip(rgba, extras, strict=True)):
+            if "edit" not in ex:
+                raise ValueError(f"view {i} has no coarse edit; a spatial edit needs every view warped by the object moves")
+            inp = prepare(np.clip(ex["edit"], 0, 255).astype(np.uint8), np.clip(orig[..., :3], 0, 255).astype(np.uint8), self.size)
+            seed = int(ex.get("seed", i))
+            g = torch.Generator("cpu").manual_seed(seed)  # posterior samples, as the reference takes them
+            zi.append(self.encode(inp.inpaint_image, generator=g))
+            zr.append(self.encode(inp.ref_image, generator=g))
+            ms.append(mask_latent(inp.alpha, zi[-1].shape[-1]))
+            seeds.append(seed)
+        return FixupConditions(torch.cat(zi), torch.cat(zr), torch.cat(ms), seeds)
+
+    def participant(self, name: str, conds, prompt: str = "", steps: int = 50, cfg: float = 1.0, seeds=0, negative: str = ""):
+        """The pipeline's signature (prompt, guidance unused: Magic Fixup has neither)."""
+        return self.fixup_participant(name, conds.z_inpaint, conds.z_ref, conds.mask, steps, seeds)
+
+    def to(self, device) -> MagicFixup:
+        self.device = torch.device(device)
+        self.synth, self.detail, self.vae = self.synth.to(self.device), self.detail.to(self.device), self.vae.to(self.device)
+        return self
 
     @torch.no_grad()
     def encode(self, images: Tensor, noise: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
@@ -391,3 +447,63 @@ def prepare(edit_rgba, ref_rgb, size: int = 512) -> FixupInputs:
         return torch.from_numpy(u8.astype(np.float32) / 255.0 * 2 - 1).permute(2, 0, 1)[None]
 
     return FixupInputs(to_tensor(filled), to_tensor(ref), torch.from_numpy(alpha)[None, None])
+
+
+# --- the real checkpoint and the multi-view pipeline ---------------------------------------------
+
+FULL_UNET = dict(in_channels=9, out_channels=4, model_channels=320, channel_mult=[1, 2, 4, 4], num_res_blocks=2,
+                 attention_resolutions=[4, 2, 1], num_heads=8, image_size=64)  # fmt: skip
+FULL_VAE = dict(in_channels=3, out_ch=3, ch=128, ch_mult=[1, 2, 4, 4], num_res_blocks=2, resolution=512)
+DROP = ("cond_stage_model.", "proj_out.", "learnable_vector")
+SIZE = 512  # trained and run at 512x512 only (inputs are resized, aspect distorted, as the reference does)
+
+
+def load_magic_fixup(
+    source: str = "magicfixup", *, dtype: str = "auto", device: str = "auto", unet: dict = FULL_UNET, vae: dict = FULL_VAE, log=print
+) -> MagicFixup:
+    """The released pickle (registry key, or a local path), read tensors-only and converted once into the
+    model cache as safetensors (without DINO and other dead parts); ``"tiny"`` builds a random small one."""
+    from safetensors.torch import load_file
+
+    from ...registry import MODELS
+    from ..weights import converted_cache, friendly_hub_errors, load_tensor_pickle, pick_device, save_converted, torch_dtype
+
+    dev = pick_device(device)
+    if source == "tiny":
+        return tiny_magic_fixup(device=str(dev))
+    if source in MODELS:
+        entry = MODELS[source]
+        log(f"Magic Fixup weights are under the {entry.licence}: non-commercial research use only")
+        from huggingface_hub import hf_hub_download
+
+        with friendly_hub_errors(entry.repo, gated=entry.gated):
+            path = hf_hub_download(entry.repo, entry.filename, revision=entry.revision)
+    else:
+        path = source
+    if str(path).endswith(".safetensors"):
+        out = Path(path)
+    else:
+        out = converted_cache("magic_fixup", path) / "model.safetensors"
+        if not out.exists():
+            log(f"converting {Path(path).name} ({Path(path).stat().st_size / 2**30:.1f} GiB) to safetensors once -> {out}")
+            sd = load_tensor_pickle(path, Path(path).name)
+            save_converted({k: v for k, v in sd.items() if not k.startswith(DROP)}, out)
+    mfx = from_state_dict(load_file(str(out)), unet, vae, 4, str(dev), torch_dtype(dtype, dev))
+    log(f"Magic Fixup schedule from the checkpoint: {mfx.schedule_kind}")
+    return mfx
+
+
+def tiny_magic_fixup(seed: int = 0, device: str = "cpu") -> MagicFixup:
+    """Random small model in the fixtures' layout (labelled), built through the same key mapping."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    from ..tiny import TINY_LABEL
+
+    ldm = dict(in_channels=9, out_channels=4, model_channels=32, channel_mult=[1, 1, 1], num_res_blocks=2, attention_resolutions=[1, 2],
+               num_heads=2, image_size=32)  # fmt: skip
+    torch.manual_seed(seed)
+    synth, detail = UNet2DConditionModel(**unet_config(ldm)), UNet2DConditionModel(**unet_config(ldm))
+    vae = AutoencoderKL(**vae_config(dict(in_channels=3, out_ch=3, ch=32, ch_mult=[1, 1, 1, 1], num_res_blocks=1, resolution=64)))
+    ac = schedules.alphas_cumprod_from_betas(schedules.linear_betas(0.00085**0.5, 0.012**0.5) ** 2).float()
+    m = MagicFixup(synth.eval(), detail.eval(), vae.eval(), ac, ac.sqrt(), (1 - ac).sqrt(), torch.device(device), labels=[TINY_LABEL])
+    return m.to(device)

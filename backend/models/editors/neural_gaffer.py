@@ -11,8 +11,6 @@ token. DDIM with eta 0 over the zero123 schedule, whose final step ends at abar_
 
 from __future__ import annotations
 
-import hashlib
-import io
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,7 +23,16 @@ import torch.nn.functional as F
 from ...registry import MODELS
 from ...sampling import DiscreteDenoiser, Participant, schedules
 from ...sampling.denoisers import vp_scale
-from ..weights import ModelUnavailable, friendly_hub_errors, pick_device, resolve_source, torch_dtype
+from ..weights import (
+    ModelUnavailable,
+    converted_cache,
+    friendly_hub_errors,
+    load_tensor_pickle,
+    pick_device,
+    resolve_source,
+    save_converted,
+    torch_dtype,
+)
 
 Tensor = torch.Tensor
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -313,35 +320,16 @@ def _tensors_from_bytes(data: bytes, name: str) -> dict[str, Tensor]:
 
         sd = load(data)
     else:
-        import pickle
-
-        try:
-            sd = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as e:
-            raise ModelUnavailable(
-                f"refusing to load {name}: it holds Python objects other than tensors, and unpickling them could run code ({e})"
-            ) from None
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise ModelUnavailable(f"{name} is not a flat dict of tensors; not a Neural Gaffer UNet checkpoint")
+        sd = load_tensor_pickle(data, name)
     return {k.removeprefix("module."): v for k, v in sd.items()}
 
 
 def converted_unet(source: str | Path, cache_dir: str | Path | None = None, log=print) -> Path:
     """Convert the released checkpoint once into the model cache as safetensors; returns its path."""
-    from huggingface_hub import constants
-    from safetensors.torch import save_file
-
-    source = Path(source)
-    digest = hashlib.sha256(f"{source.resolve()}:{source.stat().st_size}:{source.stat().st_mtime_ns}".encode()).hexdigest()[:16]
-    out = Path(cache_dir or Path(constants.HF_HOME) / "coupled_edit" / "neural_gaffer") / digest / "unet.safetensors"
-    if out.exists():
-        return out
-    log(f"converting {source.name} to safetensors once (tensors only) -> {out}")
-    sd = read_unet_checkpoint(source)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".part")
-    save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp))
-    tmp.replace(out)
+    out = converted_cache("neural_gaffer", source, cache_dir) / "unet.safetensors"
+    if not out.exists():
+        log(f"converting {Path(source).name} to safetensors once (tensors only) -> {out}")
+        save_converted(read_unet_checkpoint(source), out)
     return out
 
 
