@@ -135,6 +135,27 @@ class Control(_Strict):
     source: str | None = Field(None, max_length=1000, description="local folder or hub id; None: the registry's controlnet-<kind>")
 
 
+class ObjectMove(_Strict):
+    """One object edit of a ``spatial_edit`` job (the object is found by its pass index in the views)."""
+
+    index: int = Field(ge=1, description="the object's pass index in the views' object_index maps (0 = background)")
+    name: str = Field("", max_length=200, description="for people reading the job; inputs/objects.json maps indices to names")
+    delta: list[list[float]] = Field(
+        default_factory=lambda: np.eye(4).tolist(), description="4x4 world transform after @ inverse(before); identity to delete"
+    )
+    action: Literal["move", "duplicate", "delete"] = "move"
+
+    @field_validator("delta")
+    @classmethod
+    def _delta(cls, m: list[list[float]]) -> list[list[float]]:
+        a = np.asarray(m, dtype=np.float64)
+        if a.shape != (4, 4) or not np.isfinite(a).all() or not np.allclose(a[3], [0, 0, 0, 1]):
+            raise ValueError("delta must be a finite 4x4 affine transform with last row [0, 0, 0, 1]")
+        if abs(np.linalg.det(a[:3, :3])) < 1e-9:
+            raise ValueError("delta must be invertible (no zero scale)")
+        return m
+
+
 # which view pass each control kind reads (besides the image every stylize view has)
 CONTROL_PASSES = {"depth": "depth", "normal": "normal", "lineart": "depth"}
 
@@ -153,6 +174,7 @@ class Edit(_Strict):
     envmap_strength: float = Field(1.0, ge=0.0, le=1e6, description="relight_envmap: World strength (multiplies the map)")
     spin: int = Field(0, ge=0, description="relight_envmap: turntable spin frame k of spin_total (turns the lighting 360 k / N degrees)")
     spin_total: int = Field(120, ge=1, le=100_000)
+    objects: list[ObjectMove] = Field(default_factory=list, max_length=64, description="spatial_edit: the object moves to propagate")
     composite: Literal["envmap", "transparent"] = Field(
         "envmap", description="relight_envmap: what shows behind the object: the environment seen by each camera, or nothing"
     )
@@ -171,7 +193,9 @@ class Multiview(_Strict):
     camera_scale: float = Field(2.0, gt=0.0, le=100.0)
     passes: int = Field(1, ge=1, le=2, description="2: anchors first, then interpolation (orbits, long trajectories)")
     chunk_strategy: str = Field("", description="'' = nearest-gt (1 pass) / interp (2 passes)")
-    size: int = Field(576, ge=64, le=2048, description="working short side in pixels (long side to a multiple of 64)")
+    size: int | None = Field(
+        None, ge=64, le=2048, description="working short side in pixels (long side to a multiple of 64); None: 576, spatial_edit 512"
+    )
 
 
 class Output(_Strict):
@@ -264,6 +288,17 @@ class JobSpec(_Strict):
                 raise ValueError(f"models.editor: {self.models.editor!r} is not a Neural Gaffer model (task 'relight_envmap')")
             if self.edit.spin >= self.edit.spin_total:
                 raise ValueError(f"edit.spin must be below edit.spin_total ({self.edit.spin_total})")
+        if self.task == "spatial_edit":
+            if not self.edit.objects:
+                raise ValueError("edit.objects: task 'spatial_edit' needs at least one object move, duplicate or delete")
+            lacking = [v.name for v in self.views if not (v.image and v.depth and v.object_index)]
+            if lacking:
+                raise ValueError(
+                    f"views: task 'spatial_edit' warps every view with its exact depth and object index; image, depth or "
+                    f"object_index missing for {lacking}"
+                )
+            if self.models.editor is not None and MODELS[self.models.editor].kind != "magicfixup":
+                raise ValueError(f"models.editor: {self.models.editor!r} is not a Magic Fixup model (task 'spatial_edit')")
         if self.task == "stylize":
             if self.edit.control_end <= self.edit.control_start:
                 raise ValueError("edit.control_end must be greater than edit.control_start")

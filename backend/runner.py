@@ -21,7 +21,7 @@ from .sampling import Cancelled, StepInfo
 ProgressFn = Callable[[ProgressEvent], None]
 CancelFn = Callable[[], bool]
 DEFAULT_LAM = {"couple_images": 0.3, "couple_videos": 0.3}
-IMPLEMENTED = ("couple_images", "couple_videos", "novel_views", "relight_text", "stylize", "relight_envmap")
+IMPLEMENTED = ("couple_images", "couple_videos", "novel_views", "relight_text", "stylize", "relight_envmap", "spatial_edit")
 
 
 class ModelCache:
@@ -105,6 +105,7 @@ def run_job(
             "relight_text": _relight_text,
             "stylize": _stylize,
             "relight_envmap": _relight_envmap,
+            "spatial_edit": _spatial_edit,
         }[spec.task]
         outputs, metadata = run(spec, job, rep, should_cancel, cache)
         result = JobResult(
@@ -221,7 +222,7 @@ def _novel_views(spec: JobSpec, job: JobFolder, rep: _Reporter, should_cancel, c
         views.append(PosedView(torch.tensor(v.c2w), torch.tensor(v.K), v.width, v.height, img))
     inputs = [pv for pv in views if pv.image is not None]
     targets = [(v, pv) for v, pv in zip(spec.views, views, strict=True) if pv.image is None]
-    size = (spec.output.width, spec.output.height) if spec.output.width and spec.output.height else mv.size
+    size = (spec.output.width, spec.output.height) if spec.output.width and spec.output.height else (mv.size or 576)
     settings = NovelViewSettings(
         steps=spec.sampling.steps or 50,
         cfg=spec.sampling.cfg_multiview if spec.sampling.cfg_multiview is not None else 2.0,
@@ -260,8 +261,10 @@ def _novel_views(spec: JobSpec, job: JobFolder, rep: _Reporter, should_cancel, c
     return outputs, meta
 
 
-def _consistency_outputs(spec: JobSpec, job: JobFolder, generated: dict, outputs: list[OutputFile]) -> dict:
-    """Reproject every view into the others with the exact depths; report + heat maps (DESIGN §3.6)."""
+def _consistency_outputs(spec: JobSpec, job: JobFolder, generated: dict, outputs: list[OutputFile], depths: dict | None = None) -> dict:
+    """Reproject every view into the others with the exact depths; report + heat maps (DESIGN §3.6).
+
+    ``depths`` replaces the views' depth passes where the edit changed the geometry (spatial edits)."""
     import numpy as np
     from PIL import Image
 
@@ -272,7 +275,8 @@ def _consistency_outputs(spec: JobSpec, job: JobFolder, generated: dict, outputs
     for v in spec.views:
         img = generated[v.name] if v.name in generated else Image.open(job.input_path(v.image)).convert("RGB")
         arr = np.asarray(img.convert("RGB"), dtype=np.float64) / 255.0
-        views.append(ViewGeometry(arr, np.load(job.input_path(v.depth)), np.array(v.K), np.array(v.c2w)))
+        depth = depths[v.name] if depths and v.name in depths else np.load(job.input_path(v.depth))
+        views.append(ViewGeometry(arr, depth, np.array(v.K), np.array(v.c2w)))
     report = consistency(views)
     data = report.to_dict() | {"views": [v.name for v in spec.views], "units": "mean absolute RGB difference, 0..1"}
     (job.root / "outputs/consistency.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
@@ -420,7 +424,47 @@ def _relight_envmap(spec: JobSpec, job: JobFolder, rep: _Reporter, should_cancel
     return _edit_views_job(spec, job, rep, should_cancel, cache, editor, ed_key, make_view, f"relit by {name}", defaults, finish)
 
 
-def _edit_views_job(spec, job, rep, should_cancel, cache, editor, ed_key: str, make_view, caption: str, d: EditDefaults, finish=None):
+def _spatial_edit(spec: JobSpec, job: JobFolder, rep: _Reporter, should_cancel, cache: ModelCache):
+    import numpy as np
+    from PIL import Image
+
+    from .coarse_edit import ObjectEdit, coarse_edit
+    from .models.editors.magic_fixup import load_magic_fixup
+    from .pipelines.multiview_edit import EditView
+
+    ed_key = spec.models.editor or "magicfixup"
+    source = "tiny" if ed_key.endswith("-tiny") else (spec.models.source or ed_key)
+    rep.emit("loading", message=f"loading {ed_key}")
+    editor = cache.get(
+        ("magicfixup", ed_key, source, spec.models.dtype, spec.models.device),
+        lambda: load_magic_fixup(source, dtype=spec.models.dtype, device=spec.models.device, log=lambda m: rep.emit("loading", message=m)),
+    )
+    edits = [ObjectEdit(o.index, np.array(o.delta), o.action) for o in spec.edit.objects]
+    after_depth: dict[str, np.ndarray] = {}
+
+    def make_view(v, rgba: np.ndarray) -> EditView:
+        ce = coarse_edit(rgba[..., :3], np.load(job.input_path(v.depth)), np.load(job.input_path(v.object_index)), np.array(v.K),
+                         np.array(v.c2w), edits)  # fmt: skip
+        after_depth[v.name] = ce.depth
+        name = f"outputs/coarse_{slug(v.name, 60)}.png"
+        Image.fromarray(np.clip(ce.rgba, 0, 255).astype(np.uint8), "RGBA").save(job.root / name)
+        extra_outputs.append(OutputFile(path=name, kind="image", view=v.name, role="coarse_edit"))
+        seed = spec.sampling.seed + spec.views.index(v)
+        return EditView(rgba, np.array(v.K), np.array(v.c2w), extras={"edit": ce.rgba}, conditions={"seed": seed})
+
+    extra_outputs: list[OutputFile] = []
+    defaults = EditDefaults(lam=0.015, cfg=1.0, steps=50, step="ddpm")
+    moved = ", ".join(f"{o.action} {o.name or o.index}" for o in spec.edit.objects)
+    outputs, meta = _edit_views_job(
+        spec, job, rep, should_cancel, cache, editor, ed_key, make_view, f"spatial edit: {moved}", defaults, depths=after_depth,
+        size=512,  # Magic Fixup's size: SEVA works there too, so both see the same pixels (square for Magic Fixup)
+    )  # fmt: skip
+    return outputs + extra_outputs, meta
+
+
+def _edit_views_job(
+    spec, job, rep, should_cancel, cache, editor, ed_key: str, make_view, caption: str, d: EditDefaults, finish=None, depths=None, size=None
+):
     """A multi-view edit job: views in, SEVA x editor, per-view PNGs, contact sheet, consistency report.
 
     ``make_view(view, rgba) -> EditView`` prepares a view for the editor; ``finish(view, image)`` turns
@@ -454,7 +498,7 @@ def _edit_views_job(spec, job, rep, should_cancel, cache, editor, ed_key: str, m
         guider=mv.guider,
         camera_scale=mv.camera_scale,
         T=mv.window,
-        size=mv.size,
+        size=mv.size or size or 576,
         seed=s.seed,
         step=s.step or d.step,
         alignment=s.alignment,
@@ -487,7 +531,8 @@ def _edit_views_job(spec, job, rep, should_cancel, cache, editor, ed_key: str, m
     meta = res.metadata | {"models": {"multiview": seva_key, "editor": ed_key}, "reference_view": spec.views[spec.reference_view].name}
     if all(v.depth for v in spec.views):
         rep.emit("writing", message="consistency report")
-        meta["consistency"] = _consistency_outputs(spec, job, {v.name: p for v, p in zip(spec.views, pils, strict=True)}, outputs)
+        generated = {v.name: p for v, p in zip(spec.views, pils, strict=True)}
+        meta["consistency"] = _consistency_outputs(spec, job, generated, outputs, depths)
     _write_metadata(job, meta)
     outputs.append(OutputFile(path="outputs/metadata.json", kind="json", role="metadata"))
     return outputs, meta
