@@ -19,6 +19,7 @@ from pathlib import Path
 import bpy
 
 from .scene_io.cameras import CameraError, camera_matrices
+from .scene_io.capture import capture_before, object_changes, spatial_job
 from .scene_io.export import build_spec, export_photo_rig, export_rig
 from .scene_io.jobs import JobStatus, RigJob
 from .scene_io.project import apply_as_texture, project_views
@@ -34,6 +35,10 @@ __all__ = [
     "apply_as_texture",
     "envmap_edit",
     "build_spec",
+    "capture_before",
+    "object_changes",
+    "run_spatial_edit",
+    "spatial_job",
     "build_turntable",
     "camera_matrices",
     "export_photo_rig",
@@ -81,4 +86,26 @@ def run(
         time.sleep(delay)  # let the worker thread have the interpreter
     if on_progress:
         on_progress(job.status)
+    return RunResult(job.status, job.folder)
+
+
+def run_spatial_edit(
+    scene: bpy.types.Scene,
+    capture_dir: str | Path,
+    folder: str | Path,
+    only: set[str] | None = None,
+    on_progress: Callable[[JobStatus], None] | None = None,
+    server: dict | None = None,
+    **sections,
+) -> RunResult:
+    """The object changes since ``capture_before(scene, cameras, capture_dir)`` as a spatial_edit job, run and waited for."""
+    import json
+
+    spatial_job(Path(capture_dir), scene, Path(folder), only, **sections)
+    names = json.loads((Path(capture_dir) / "capture.json").read_text())["cameras"]
+    job = RigJob(scene, [scene.objects[n] for n in names], Path(folder), "spatial_edit", prepared=True, server=server)
+    while (delay := job.tick()) is not None:
+        if on_progress:
+            on_progress(job.status)
+        time.sleep(delay)
     return RunResult(job.status, job.folder)

@@ -18,6 +18,11 @@ TASKS = [
         "Relight with HDRI (Neural Gaffer × SEVA)",
         "Relight every view under the World's environment map (or an .hdr/.exr file), consistently across the rig",
     ),
+    (
+        "spatial_edit",
+        "Move Objects (Magic Fixup × SEVA)",
+        "Capture the rig, move, duplicate or delete objects, and get every captured view back photorealistic and consistent",
+    ),
     ("novel_views", "Fill Views (SEVA)", "Generate every other rig view from the reference view with Stable Virtual Camera"),
 ]
 EDITORS = [
@@ -38,6 +43,10 @@ CONTROLS = [
 GAFFERS = [
     ("neural-gaffer", "Neural Gaffer", "coast01/Neural_Gaffer on zero123-xl (MIT licence)"),
     ("neural-gaffer-tiny", "Tiny (test)", "Tiny random Neural Gaffer: checks the whole chain in seconds, output is noise"),
+]
+FIXUPS = [
+    ("magicfixup", "Magic Fixup", "HadiZayer/MagicFixup (Adobe Research License: non-commercial research only)"),
+    ("magicfixup-tiny", "Tiny (test)", "Tiny random Magic Fixup: checks the whole chain in seconds, output is noise"),
 ]
 MODELS = [
     ("seva-1.1", "SEVA 1.1", "stabilityai/stable-virtual-camera v1.1 (gated; non-commercial licence)"),
@@ -107,6 +116,13 @@ class CoupledEditSettings(bpy.types.PropertyGroup):
             ("transparent", "Transparent", "Nothing: the result keeps the render's alpha"),
         ],
         description="What shows behind the relit object",
+    )
+    fixup: bpy.props.EnumProperty(name="Fixer", items=FIXUPS, description="Model that makes the moved objects look real in every view")
+    capture_dir: bpy.props.StringProperty(
+        name="Capture", subtype="DIR_PATH", description="Folder of the last Capture Before (views, depth, object index, object matrices)"
+    )
+    only_selected: bpy.props.BoolProperty(
+        name="Selected Objects Only", default=False, description="Propagate the changes of the selected objects only"
     )
     style_base: bpy.props.EnumProperty(name="Style Model", items=STYLE_BASES, description="Image model that restyles each view")
     control: bpy.props.EnumProperty(name="Keep", items=CONTROLS, description="What each view keeps while its style changes")

@@ -49,7 +49,8 @@ def backproject(depth: np.ndarray, K: np.ndarray, c2w: np.ndarray) -> np.ndarray
     rays = np.stack([j, i, np.ones_like(j)], -1) @ np.linalg.inv(np.asarray(K, dtype=np.float64)).T  # z = 1
     cam = rays * depth[..., None]
     c2w = np.asarray(c2w, dtype=np.float64)
-    return cam @ c2w[:3, :3].T + c2w[:3, 3]
+    with np.errstate(invalid="ignore"):  # inf * 0 where nothing is hit: those points are never used
+        return cam @ c2w[:3, :3].T + c2w[:3, 3]
 
 
 def project(points: np.ndarray, K: np.ndarray, c2w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -7,6 +7,7 @@ from . import check_backend, rig_ops, server_ops
 _classes = (
     check_backend.COUPLED_EDIT_OT_check_backend,
     rig_ops.COUPLED_EDIT_OT_build_turntable,
+    rig_ops.COUPLED_EDIT_OT_capture_before,
     rig_ops.COUPLED_EDIT_OT_run,
     rig_ops.COUPLED_EDIT_OT_cancel,
     rig_ops.COUPLED_EDIT_OT_apply_strips,

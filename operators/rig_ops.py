@@ -1,5 +1,6 @@
 """Operators on the rig and its jobs; the work lives in ``scene_io`` (operators stay thin)."""
 
+import json
 import os
 import tempfile
 import time
@@ -8,7 +9,7 @@ from pathlib import Path
 import bpy
 
 from .. import preferences
-from ..scene_io import jobs, project, rigs, world, writeback
+from ..scene_io import capture, jobs, project, rigs, world, writeback
 
 # the running job per scene (runtime state, never saved in the .blend)
 ACTIVE: dict[str, jobs.RigJob] = {}
@@ -38,6 +39,8 @@ def new_job_folder(context) -> Path:
 def make_job(context) -> jobs.RigJob:
     preferences.apply_environment(context)
     s = context.scene.coupled_edit
+    if s.task == "spatial_edit":
+        return make_spatial_job(context)
     cams = rig_cameras(context)
     ref = rigs.reference_index(cams, context.scene)
     if s.task == "relight_text":  # every view is edited
@@ -72,6 +75,43 @@ def make_job(context) -> jobs.RigJob:
         multiview={"size": s.working_size},
         **extra,
     )
+
+
+def make_spatial_job(context) -> jobs.RigJob:
+    """The changes since Capture Before, on the captured views (nothing is rendered now)."""
+    s = context.scene.coupled_edit
+    cap = Path(bpy.path.abspath(s.capture_dir)) if s.capture_dir else None
+    if cap is None or not (cap / "capture.json").exists():
+        raise ValueError("press Capture Before first, then move, duplicate or delete objects")
+    only = {o.name for o in context.selected_objects} if s.only_selected else None
+    folder = new_job_folder(context)
+    sections = {
+        "models": {"multiview": s.model, "editor": s.fixup},
+        "sampling": {"steps": s.steps, "cfg_multiview": s.guidance, "seed": s.seed, "lam": s.strength},
+    }
+    capture.spatial_job(cap, context.scene, folder, only, **sections)
+    cams = [context.scene.objects[n] for n in json.loads((cap / "capture.json").read_text())["cameras"] if n in context.scene.objects]
+    return jobs.RigJob(context.scene, cams, folder, "spatial_edit", prepared=True, server=preferences.server(context))
+
+
+class COUPLED_EDIT_OT_capture_before(bpy.types.Operator):
+    bl_idname = "coupled_edit.capture_before"
+    bl_label = "Capture Before"
+    bl_description = "Render the rig (colour, depth, object index) and remember where every object is, before you move them"
+
+    def execute(self, context):
+        s = context.scene.coupled_edit
+        try:
+            cams = rig_cameras(context)
+            folder = new_job_folder(context).with_name(time.strftime("capture-%Y%m%d-%H%M%S"))
+            info = capture.capture_before(context.scene, cams, folder)
+        except (ValueError, FileExistsError) as e:
+            self.report({"ERROR"}, str(e))
+            return {"CANCELLED"}
+        s.capture_dir = str(folder)
+        n = sum(1 for o in info["objects"].values() if o["index"] is not None)
+        self.report({"INFO"}, f"captured {len(cams)} views and {n} objects; now move, duplicate or delete objects and Run")
+        return {"FINISHED"}
 
 
 def redraw(context) -> None:

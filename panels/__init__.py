@@ -33,6 +33,13 @@ class VIEW3D_PT_coupled_edit(bpy.types.Panel):
             box.prop(s, "prompt")
             box.prop(s, "editor")
             box.prop(s, "strength")
+        elif s.task == "spatial_edit":
+            box.prop(s, "fixup")
+            box.operator("coupled_edit.capture_before", icon="RESTRICT_RENDER_OFF")
+            if s.capture_dir:
+                box.label(text=f"Captured: {bpy.path.basename(s.capture_dir.rstrip('/'))}", icon="CHECKMARK")
+            box.prop(s, "only_selected")
+            box.prop(s, "strength")
         elif s.task == "relight_envmap":
             box.prop(s, "gaffer")
             box.prop(s, "envmap_source")

@@ -54,22 +54,24 @@ class RigJob:
         passes: bool = False,
         photos: bool = False,
         server: dict | None = None,
+        prepared: bool = False,
         **sections,
     ) -> None:
         """``render`` marks the input views (default all); ``passes`` adds depth/normals/index for them.
 
         ``photos``: the inputs are the cameras' background photos (capture rigs); nothing is rendered.
         ``server``: {"url", "token"} to run the job on a server instead of in this process.
+        ``prepared``: ``folder`` already holds the job (job.json + inputs, e.g. a spatial edit of a capture): just run it.
         """
-        self.server = server
+        self.server, self.prepared = server, prepared
         self.scene, self.cameras, self.folder, self.task, self.sections = scene, list(cameras), Path(folder), task, sections
-        if (self.folder / "job.json").exists():
-            raise FileExistsError(f"{self.folder} already holds a job; choose a new folder")
+        if (self.folder / "job.json").exists() != prepared:
+            raise FileExistsError(f"{self.folder} already holds a job; choose a new folder" if not prepared else f"no job.json in {folder}")
         self.photos = photos
-        mask = [False] * len(self.cameras) if photos else (list(render) if render is not None else [True] * len(self.cameras))
+        mask = [False] * len(self.cameras) if photos or prepared else (list(render) if render is not None else [True] * len(self.cameras))
         self.to_render = [c for c, r in zip(self.cameras, mask, strict=True) if r]
         self.names = [safe_name(c.name) for c in self.to_render]
-        others = [(c, safe_name(c.name)) for c in self.cameras if c not in self.to_render and not photos]
+        others = [(c, safe_name(c.name)) for c in self.cameras if c not in self.to_render and not (photos or prepared)]
         self.renderer = ViewRenderer(scene, self.to_render, self.folder / "inputs", self.names, passes, scene_objects(scene), others)
         self.status = JobStatus(message=f"rendering 0/{self.renderer.total} views")
         self._events: queue.Queue = queue.Queue()
@@ -113,7 +115,9 @@ class RigJob:
 
     # -- helpers ---------------------------------------------------------------------------------
     def _start_worker(self) -> None:
-        if self.photos:
+        if self.prepared:
+            pass
+        elif self.photos:
             export_photo_rig(self.scene, self.cameras, self.folder, self.task, **self.sections)
         else:
             finish_job(self.folder, self.scene, self.cameras, self.renderer, self.task, **self.sections)

@@ -1,0 +1,90 @@
+"""Spatial edits in Blender: "Capture Before" renders the rig (colour, exact depth, object index)
+and remembers every object's world matrix; after the user moves, duplicates or deletes objects,
+"Run" turns the differences into a ``spatial_edit`` job on the captured views.
+
+The capture lives in a folder (``capture.json`` + ``inputs/``) named by the scene property
+``coupled_edit.capture_dir``; each run copies its inputs into a fresh job folder, so one capture
+can be run again after further changes.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import bpy
+import numpy as np
+
+from .export import build_spec, safe_name, scene_objects, write_job
+from .render import ViewRenderer
+
+
+def _matrix(obj: bpy.types.Object) -> list[list[float]]:
+    return [list(row) for row in obj.matrix_world]
+
+
+def capture_before(scene: bpy.types.Scene, cameras, folder: Path) -> dict:
+    """Render every rig view with passes into ``folder/inputs`` and record the objects' matrices."""
+    folder = Path(folder)
+    if (folder / "capture.json").exists():
+        raise FileExistsError(f"{folder} already holds a capture; choose a new folder")
+    cams = list(cameras)
+    names = [safe_name(c.name) for c in cams]
+    renderer = ViewRenderer(scene, cams, folder / "inputs", names, True, scene_objects(scene), [])
+    while renderer.step():
+        pass
+    images = {c.name: p.name for c, p in zip(renderer.cameras, renderer.done, strict=True)}
+    spec = build_spec(scene, cams, images, "spatial_edit", passes=renderer.pass_files)
+    index = {name: i for i, name in renderer.object_names.items()}
+    objects = {o.name: {"matrix": _matrix(o), "index": index.get(o.name), "data": o.data.name if o.data else None}
+               for o in scene_objects(scene)}  # fmt: skip
+    capture = {"time": time.time(), "cameras": [c.name for c in cams], "spec": spec, "objects": objects}
+    (folder / "inputs" / "objects.json").write_text(json.dumps({str(k): v for k, v in renderer.object_names.items()}, indent=2))
+    (folder / "capture.json").write_text(json.dumps(capture, indent=2))
+    return capture
+
+
+def object_changes(scene: bpy.types.Scene, capture: dict, only: set[str] | None = None) -> list[dict]:
+    """The edits since the capture, as ``edit.objects`` entries: moved (matrix changed), deleted
+    (gone or hidden from renders) and duplicated (a new object sharing a captured object's data,
+    placed where the copy is now). ``only`` restricts them to these object names."""
+    changes = []
+    before = capture["objects"]
+    now = {o.name: o for o in scene_objects(scene)}
+    for name, info in before.items():
+        if info["index"] is None or (only and name not in only):
+            continue
+        obj = now.get(name)
+        if obj is None or obj.hide_render:
+            changes.append({"index": info["index"], "name": name, "action": "delete"})
+            continue
+        delta = np.array(_matrix(obj)) @ np.linalg.inv(np.array(info["matrix"]))
+        if not np.allclose(delta, np.eye(4), atol=1e-6):
+            changes.append({"index": info["index"], "name": name, "action": "move", "delta": delta.tolist()})
+    by_data = {info["data"]: (name, info) for name, info in before.items() if info["data"] and info["index"] is not None}
+    for name, obj in now.items():
+        if name in before or obj.hide_render or (only and name not in only):
+            continue
+        src = by_data.get(obj.data.name if obj.data else None)
+        if src is None:
+            continue  # a new object with its own data: nothing captured to copy
+        delta = np.array(_matrix(obj)) @ np.linalg.inv(np.array(src[1]["matrix"]))
+        changes.append({"index": src[1]["index"], "name": f"{name} (copy of {src[0]})", "action": "duplicate", "delta": delta.tolist()})
+    return changes
+
+
+def spatial_job(capture_dir: Path, scene: bpy.types.Scene, folder: Path, only: set[str] | None = None, **sections) -> Path:
+    """A job folder for the changes since the capture: the captured views + ``edit.objects``."""
+    capture_dir, folder = Path(capture_dir), Path(folder)
+    capture = json.loads((capture_dir / "capture.json").read_text())
+    changes = object_changes(scene, capture, only)
+    if not changes:
+        raise ValueError("no object was moved, duplicated or deleted since Capture Before; edit the scene first")
+    spec = dict(capture["spec"])
+    spec["edit"] = {**sections.pop("edit", {}), "objects": changes}
+    spec.update({k: v for k, v in sections.items() if v is not None})
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(capture_dir / "inputs", folder / "inputs")
+    return write_job(folder, spec)
