@@ -84,6 +84,19 @@ def random_gaffer(device, dtype):
     return NeuralGaffer(unet, vae, enc, DDIMScheduler(**ZERO123_SCHEDULER), device, dtype, ["random weights"])
 
 
+def random_fixup(device, dtype):
+    from diffusers import AutoencoderKL
+
+    from backend.models.editors import magic_fixup as mf
+    from backend.sampling import schedules
+
+    synth = build(lambda: UNet2DConditionModel(**mf.unet_config(mf.FULL_UNET)), device, dtype)
+    detail = build(lambda: UNet2DConditionModel(**mf.unet_config(mf.FULL_UNET)), device, dtype)
+    vae = build(lambda: AutoencoderKL(**dict(SD21_VAE, sample_size=512)), device, torch.float32)
+    ac = schedules.alphas_cumprod_from_betas(schedules.linear_betas(0.00085**0.5, 0.012**0.5) ** 2).float()
+    return mf.MagicFixup(synth, detail, vae, ac, ac.sqrt(), (1 - ac).sqrt(), device, dtype, ["random weights"])
+
+
 def make_views(editor: str, n: int, S: int, c2w: np.ndarray, K: np.ndarray) -> list[EditView]:
     rng = np.random.default_rng(0)
     views = []
@@ -98,13 +111,17 @@ def make_views(editor: str, n: int, S: int, c2w: np.ndarray, K: np.ndarray) -> l
             v.rgba[m:-m, m:-m, 3] = 255
             maps = rng.integers(0, 256, (2, 256, 256, 3), dtype=np.uint8)
             v.conditions = {"hdrn": maps[0], "ldr": maps[1]}
+        if editor == "fixup":  # a coarse edit with a hole where an object left
+            edit = v.rgba.copy()
+            edit[S // 4 : S // 2, S // 4 : S // 2, 3] = 0
+            v.extras = {"edit": edit}
         views.append(v)
     return views
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--editor", choices=["iclight", "controlnet", "gaffer"], default="iclight")
+    ap.add_argument("--editor", choices=["iclight", "controlnet", "gaffer", "fixup"], default="iclight")
     ap.add_argument("--views", type=int, default=21)
     ap.add_argument("--size", type=int, default=576)
     ap.add_argument("--steps", type=int, default=50)
@@ -124,10 +141,11 @@ def main() -> None:
     seva_vae = build(lambda: AutoencoderKL(**SD21_VAE), device, torch.float32)
     clip = build(lambda: CLIPVisionModelWithProjection(CLIPVisionConfig(**CLIP_H14)), device, dtype)
     seva = SevaModel(net, SevaVAE(seva_vae), ClipConditioner(clip), ["random weights"], {})
-    ed = {"iclight": random_ic_light, "controlnet": random_controlnet, "gaffer": random_gaffer}[args.editor](device, dtype)
+    builders = {"iclight": random_ic_light, "controlnet": random_controlnet, "gaffer": random_gaffer, "fixup": random_fixup}
+    ed = builders[args.editor](device, dtype)
     if args.compile:
         seva.net = torch.compile(seva.net)
-        unet = ed.unet if args.editor == "gaffer" else ed.pipe.unet
+        unet = ed.unet if args.editor == "gaffer" else ed.synth if args.editor == "fixup" else ed.pipe.unet
         compiled = torch.compile(unet)
         if args.editor == "gaffer":
             ed.unet = compiled
@@ -139,7 +157,7 @@ def main() -> None:
     S = args.size
     K = np.array([[S * 1.0, 0, S / 2], [0, S * 1.0, S / 2], [0, 0, 1]])
     views = make_views(args.editor, args.views, S, c2w, K)
-    cfg = {"iclight": 2.0, "controlnet": 7.5, "gaffer": 3.0}[args.editor]
+    cfg = {"iclight": 2.0, "controlnet": 7.5, "gaffer": 3.0, "fixup": 1.0}[args.editor]
     step = "euler" if args.editor == "gaffer" else "ddpm"
     s = EditSettings(prompt="beach sunset lighting", steps=args.steps, T=min(21, args.views), size=S, lam=0.015, cfg_editor=cfg,
                      alignment=args.alignment, step=step)  # fmt: skip
