@@ -104,7 +104,7 @@ class COUPLED_EDIT_OT_capture_before(bpy.types.Operator):
         try:
             cams = rig_cameras(context)
             folder = new_job_folder(context).with_name(time.strftime("capture-%Y%m%d-%H%M%S"))
-            info = capture.capture_before(context.scene, cams, folder)
+            info = capture.capture_before(context.scene, cams, folder, photos=s.use_photos)
         except (ValueError, FileExistsError) as e:
             self.report({"ERROR"}, str(e))
             return {"CANCELLED"}

@@ -25,8 +25,11 @@ def _matrix(obj: bpy.types.Object) -> list[list[float]]:
     return [list(row) for row in obj.matrix_world]
 
 
-def capture_before(scene: bpy.types.Scene, cameras, folder: Path) -> dict:
-    """Render every rig view with passes into ``folder/inputs`` and record the objects' matrices."""
+def capture_before(scene: bpy.types.Scene, cameras, folder: Path, photos: bool = False) -> dict:
+    """Render every rig view with passes into ``folder/inputs`` and record the objects' matrices.
+
+    ``photos``: a photo rig with proxy geometry: the colour of every camera that has a background
+    photo is that photo (at the render's size), depth and object index come from the proxies."""
     folder = Path(folder)
     if (folder / "capture.json").exists():
         raise FileExistsError(f"{folder} already holds a capture; choose a new folder")
@@ -36,6 +39,8 @@ def capture_before(scene: bpy.types.Scene, cameras, folder: Path) -> dict:
     while renderer.step():
         pass
     images = {c.name: p.name for c, p in zip(renderer.cameras, renderer.done, strict=True)}
+    if photos:
+        _photos_as_colour(scene, cams, folder / "inputs", images)
     spec = build_spec(scene, cams, images, "spatial_edit", passes=renderer.pass_files)
     index = {name: i for i, name in renderer.object_names.items()}
     objects = {o.name: {"matrix": _matrix(o), "index": index.get(o.name), "data": o.data.name if o.data else None}
@@ -88,3 +93,26 @@ def spatial_job(capture_dir: Path, scene: bpy.types.Scene, folder: Path, only: s
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copytree(capture_dir / "inputs", folder / "inputs")
     return write_job(folder, spec)
+
+
+def _photos_as_colour(scene: bpy.types.Scene, cams, inputs: Path, images: dict[str, str]) -> None:
+    """Replace each rendered colour image by the camera's photo, resized to the render (same K, same passes)."""
+    from PIL import Image
+
+    from .export import copy_image_file, photo_of
+
+    with_photo = 0
+    for cam in cams:
+        img = photo_of(cam)
+        if img is None:
+            continue
+        dest = inputs / images[cam.name]
+        W, H = Image.open(dest).size
+        pw, ph = img.size
+        if abs(pw / ph - W / H) > 0.01 * (W / H):
+            raise ValueError(f"camera {cam.name!r}: its photo is {pw}x{ph} but the render frame is {W}x{H}; match the aspect ratios")
+        src = copy_image_file(img, inputs / "photos", dest.stem)
+        Image.open(src).convert("RGB").resize((W, H), Image.LANCZOS).convert("RGBA").save(dest)
+        with_photo += 1
+    if not with_photo:
+        raise ValueError("none of the rig's cameras has a background photo; attach the photos or turn Use Camera Photos off")

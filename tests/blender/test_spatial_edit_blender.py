@@ -61,3 +61,26 @@ def test_capture_move_duplicate_run_and_write_back(scene, tmp_path):
     assert roles.count("coarse_edit") == 4 and roles.count("result") + roles.count("reference_edit") == 4
     assert bpy.ops.coupled_edit.apply_strips() == {"FINISHED"}
     assert not (cap / "job.json").exists()  # the capture stays reusable
+
+
+def test_capture_of_a_photo_rig_takes_colour_from_the_photos(scene, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from coupled_edit.scene_io.capture import capture_before
+    from coupled_edit.scene_io.rigs import build_turntable
+
+    cams = build_turntable(bpy.context, [bpy.data.objects["Cube"]], count=3)
+    Image.fromarray(np.full((96, 96, 3), (200, 30, 60), np.uint8)).save(tmp_path / "photo.png")
+    photo = bpy.data.images.load(str(tmp_path / "photo.png"))
+    for cam in cams[:2]:
+        bg = cam.data.background_images.new()
+        bg.image = photo
+    info = capture_before(scene, cams, tmp_path / "cap", photos=True)
+    views = info["spec"]["views"]
+    first = np.asarray(Image.open(tmp_path / "cap/inputs" / views[0]["image"]))
+    assert first.shape == (48, 48, 4) and (first[..., :3] == (200, 30, 60)).all()  # the photo, at the render's size
+    third = np.asarray(Image.open(tmp_path / "cap/inputs" / views[2]["image"]))
+    assert not (third[..., :3] == (200, 30, 60)).all()  # no photo: the render stays
+    depth = np.load(tmp_path / "cap/inputs" / views[0]["depth"])
+    assert np.isfinite(depth).any()  # depth and object index from the proxy geometry
