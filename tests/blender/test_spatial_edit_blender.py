@@ -65,10 +65,9 @@ def test_capture_move_duplicate_run_and_write_back(scene, tmp_path):
 
 def test_capture_of_a_photo_rig_takes_colour_from_the_photos(scene, tmp_path):
     import numpy as np
-    from PIL import Image
-
     from coupled_edit.scene_io.capture import capture_before
     from coupled_edit.scene_io.rigs import build_turntable
+    from PIL import Image
 
     cams = build_turntable(bpy.context, [bpy.data.objects["Cube"]], count=3)
     Image.fromarray(np.full((96, 96, 3), (200, 30, 60), np.uint8)).save(tmp_path / "photo.png")
