@@ -226,9 +226,10 @@ def run_remote_job(
         (root / "server_job_id").write_text(job_id, encoding="utf-8")
         client.wait(job_id, on_event=(lambda ev: progress(SimpleNamespace(**ev))) if progress else None, should_cancel=should_cancel)
         return client.download(job_id, root)
-    except ServerError as e:
-        result = {"job_id": root.name, "status": "failed", "error": str(e), "outputs": [], "metadata": {}}
+    except (ServerError, requests.RequestException, OSError) as e:  # never leave the folder without a result
+        msg = str(e) if isinstance(e, ServerError) else f"{type(e).__name__} while talking to {client.url}: {e}"
+        result = {"job_id": root.name, "status": "failed", "error": msg, "outputs": [], "metadata": {}}
         (root / "result.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
         if progress:
-            progress(SimpleNamespace(stage="failed", step=0, total=0, message=str(e), eta_s=None))
+            progress(SimpleNamespace(stage="failed", step=0, total=0, message=msg, eta_s=None))
         return result

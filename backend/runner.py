@@ -440,7 +440,8 @@ def _spatial_edit(spec: JobSpec, job: JobFolder, rep: _Reporter, should_cancel, 
         lambda: load_magic_fixup(source, dtype=spec.models.dtype, device=spec.models.device, log=lambda m: rep.emit("loading", message=m)),
     )
     edits = [ObjectEdit(o.index, np.array(o.delta), o.action) for o in spec.edit.objects]
-    after_depth: dict[str, np.ndarray] = {}
+    after_depth: dict[str, np.ndarray] = {}  # the geometry after the edit, for the consistency report
+    extra_outputs: list[OutputFile] = []  # the coarse edits, one per view
 
     def make_view(v, rgba: np.ndarray) -> EditView:
         ce = coarse_edit(rgba[..., :3], np.load(job.input_path(v.depth)), np.load(job.input_path(v.object_index)), np.array(v.K),
@@ -452,7 +453,6 @@ def _spatial_edit(spec: JobSpec, job: JobFolder, rep: _Reporter, should_cancel, 
         seed = spec.sampling.seed + spec.views.index(v)
         return EditView(rgba, np.array(v.K), np.array(v.c2w), extras={"edit": ce.rgba}, conditions={"seed": seed})
 
-    extra_outputs: list[OutputFile] = []
     defaults = EditDefaults(lam=0.015, cfg=1.0, steps=50, step="ddpm")
     moved = ", ".join(f"{o.action} {o.name or o.index}" for o in spec.edit.objects)
     outputs, meta = _edit_views_job(
