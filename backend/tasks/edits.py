@@ -1,0 +1,249 @@
+"""The multi-view edit tasks: relight_text, stylize, relight_envmap, spatial_edit (an editor x SEVA)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..jobs import JobFolder, JobSpec, OutputFile
+from .common import Reporter, slug, write_metadata
+from .views import consistency_outputs, load_seva
+
+if TYPE_CHECKING:
+    from ..runner import ModelCache
+
+
+def relight_text(spec: JobSpec, job: JobFolder, rep: Reporter, should_cancel, cache: ModelCache):
+    import numpy as np
+    from PIL import Image
+
+    from ..models.editors.ic_light import load_ic_light
+    from ..pipelines.multiview_edit import EditView
+
+    ed_key = spec.models.editor or "ic-light-fc"
+    variant = "fbc" if "fbc" in ed_key else "fc"
+    base = "tiny" if ed_key.endswith("-tiny") else (spec.models.source or "ic-light-base")
+    rep.emit("loading", message=f"loading {ed_key}")
+    editor = cache.get(
+        ("editor", ed_key, base, spec.models.dtype, spec.models.device),
+        lambda: load_ic_light(variant, base=base, dtype=spec.models.dtype, device=spec.models.device),
+    )
+    background = None
+    if spec.edit.background:
+        background = np.asarray(Image.open(job.input_path(spec.edit.background)).convert("RGB"), dtype=np.float64)
+
+    def extras(v, rgb: np.ndarray) -> dict:
+        if background is None:
+            return {}
+        h, w = rgb.shape[:2]
+        return {"background": np.asarray(Image.fromarray(background.astype(np.uint8)).resize((w, h), 3), dtype=np.float64)}
+
+    def make_view(v, rgba: np.ndarray) -> EditView:
+        return EditView(rgba, np.array(v.K), np.array(v.c2w), extras(v, rgba[..., :3]))
+
+    defaults = EditDefaults(lam=0.015, cfg=2.0, steps=25)
+    return edit_views_job(spec, job, rep, should_cancel, cache, editor, ed_key, make_view, f"relit: {spec.edit.prompt}", defaults)
+
+
+def stylize(spec: JobSpec, job: JobFolder, rep: Reporter, should_cancel, cache: ModelCache):
+    import numpy as np
+
+    from ..jobs import Control
+    from ..models.editors.control_images import control_image
+    from ..models.editors.controlnet import load_controlnet_editor
+    from ..pipelines.multiview_edit import EditView
+
+    e = spec.edit
+    controls = e.controls or [Control()]
+    kinds = [c.kind for c in controls]
+    ed_key = spec.models.editor or "sd15"
+    base = "tiny" if ed_key == "sd-tiny" else (spec.models.source or ed_key)
+    sources = {c.kind: c.source for c in controls if c.source}
+    rep.emit("loading", message=f"loading {ed_key} + ControlNet {', '.join(kinds)}")
+    editor = cache.get(
+        ("controlnet", ed_key, base, tuple(kinds), tuple(sorted(sources.items())), spec.models.dtype, spec.models.device),
+        lambda: load_controlnet_editor(kinds, base=base, sources=sources, dtype=spec.models.dtype, device=spec.models.device),
+    )
+    # per-job settings on the warm editor
+    editor.scales, editor.start, editor.end, editor.strength = [c.scale for c in controls], e.control_start, e.control_end, e.strength
+
+    def load(path: str | None):
+        return np.load(job.input_path(path)) if path else None
+
+    def extras(v, rgb: np.ndarray) -> dict:
+        passes = dict(rgb=rgb, depth=load(v.depth), normal_world=load(v.normal), c2w=np.array(v.c2w), object_index=load(v.object_index))
+        return {k: control_image(k, **passes) for k in kinds}
+
+    def make_view(v, rgba: np.ndarray) -> EditView:
+        return EditView(rgba, np.array(v.K), np.array(v.c2w), extras(v, rgba[..., :3]))
+
+    defaults = EditDefaults(lam=0.015, cfg=7.5, steps=30)
+    return edit_views_job(spec, job, rep, should_cancel, cache, editor, ed_key, make_view, f"stylized: {e.prompt}", defaults)
+
+
+@dataclass
+class EditDefaults:
+    """A multi-view edit task's defaults where the job leaves sampling settings out."""
+
+    lam: float
+    cfg: float
+    steps: int
+    step: str = "ddpm"
+
+
+def relight_envmap(spec: JobSpec, job: JobFolder, rep: Reporter, should_cancel, cache: ModelCache):
+    import numpy as np
+    from PIL import Image
+
+    from ..media import tensor_to_pil
+    from ..models.editors.neural_gaffer import load_neural_gaffer
+    from ..pipelines.multiview_edit import EditView
+    from ..pipelines.object_views import crop_K, crop_rgba, object_crop, paste_back
+    from .. import envmap
+
+    e = spec.edit
+    ed_key = spec.models.editor or "neural-gaffer"
+    source = "tiny" if ed_key.endswith("-tiny") else (spec.models.source or ed_key)
+    rep.emit("loading", message=f"loading {ed_key}")
+    editor = cache.get(
+        ("neural_gaffer", ed_key, source, spec.models.dtype, spec.models.device),
+        lambda: load_neural_gaffer(source, dtype=spec.models.dtype, device=spec.models.device),
+    )
+    lighting = envmap.Lighting(
+        envmap.prepare(envmap.read_envmap(job.input_path(e.envmap)), e.envmap_strength), tuple(e.envmap_rotation), e.spin, e.spin_total
+    )
+    crops: dict[str, object] = {}
+
+    def make_view(v, rgba: np.ndarray) -> EditView:
+        crop = crops[v.name] = object_crop(rgba[..., 3])
+        hdrn, ldr = envmap.condition_maps(lighting, envmap.opencv_to_blender(np.array(v.c2w)))
+        seed = spec.sampling.seed + spec.views.index(v)
+        square, K = crop_rgba(rgba, crop), crop_K(np.array(v.K), crop)
+        return EditView(square, K, np.array(v.c2w), conditions={"hdrn": hdrn, "ldr": ldr, "seed": seed})
+
+    def finish(v, img) -> Image.Image:
+        alpha = np.asarray(Image.open(job.input_path(v.image)).convert("RGBA"))[..., 3]
+        plate = None
+        if e.composite == "envmap":
+            plate = envmap.background_plate(lighting, envmap.opencv_to_blender(np.array(v.c2w)), v.width, v.height, np.array(v.K))
+        u8 = np.asarray(tensor_to_pil(img))
+        return Image.fromarray(paste_back(u8, crops[v.name], alpha, plate), "RGBA")
+
+    defaults = EditDefaults(lam=0.015, cfg=3.0, steps=50, step="euler")
+    name = Path(e.envmap).name
+    return edit_views_job(spec, job, rep, should_cancel, cache, editor, ed_key, make_view, f"relit by {name}", defaults, finish)
+
+
+def spatial_edit(spec: JobSpec, job: JobFolder, rep: Reporter, should_cancel, cache: ModelCache):
+    import numpy as np
+    from PIL import Image
+
+    from ..coarse_edit import ObjectEdit, coarse_edit
+    from ..models.editors.magic_fixup import load_magic_fixup
+    from ..pipelines.multiview_edit import EditView
+
+    ed_key = spec.models.editor or "magicfixup"
+    source = "tiny" if ed_key.endswith("-tiny") else (spec.models.source or ed_key)
+    rep.emit("loading", message=f"loading {ed_key}")
+    editor = cache.get(
+        ("magicfixup", ed_key, source, spec.models.dtype, spec.models.device),
+        lambda: load_magic_fixup(source, dtype=spec.models.dtype, device=spec.models.device, log=lambda m: rep.emit("loading", message=m)),
+    )
+    edits = [ObjectEdit(o.index, np.array(o.delta), o.action) for o in spec.edit.objects]
+    after_depth: dict[str, np.ndarray] = {}  # the geometry after the edit, for the consistency report
+    extra_outputs: list[OutputFile] = []  # the coarse edits, one per view
+
+    def make_view(v, rgba: np.ndarray) -> EditView:
+        ce = coarse_edit(rgba[..., :3], np.load(job.input_path(v.depth)), np.load(job.input_path(v.object_index)), np.array(v.K),
+                         np.array(v.c2w), edits)  # fmt: skip
+        after_depth[v.name] = ce.depth
+        name = f"outputs/coarse_{slug(v.name, 60)}.png"
+        Image.fromarray(np.clip(ce.rgba, 0, 255).astype(np.uint8), "RGBA").save(job.root / name)
+        extra_outputs.append(OutputFile(path=name, kind="image", view=v.name, role="coarse_edit"))
+        seed = spec.sampling.seed + spec.views.index(v)
+        return EditView(rgba, np.array(v.K), np.array(v.c2w), extras={"edit": ce.rgba}, conditions={"seed": seed})
+
+    defaults = EditDefaults(lam=0.015, cfg=1.0, steps=50, step="ddpm")
+    moved = ", ".join(f"{o.action} {o.name or o.index}" for o in spec.edit.objects)
+    outputs, meta = edit_views_job(
+        spec, job, rep, should_cancel, cache, editor, ed_key, make_view, f"spatial edit: {moved}", defaults, depths=after_depth,
+        size=512,  # Magic Fixup's size: SEVA works there too, so both see the same pixels (square for Magic Fixup)
+    )  # fmt: skip
+    return outputs + extra_outputs, meta
+
+
+def edit_views_job(
+    spec, job, rep, should_cancel, cache, editor, ed_key: str, make_view, caption: str, d: EditDefaults, finish=None, depths=None, size=None
+):
+    """A multi-view edit job: views in, SEVA x editor, per-view PNGs, contact sheet, consistency report.
+
+    ``make_view(view, rgba) -> EditView`` prepares a view for the editor; ``finish(view, image)`` turns
+    a working-size result into the view's output image (default: resized to the view's size)."""
+    import numpy as np
+    from PIL import Image
+
+    from ..media import save_image, side_by_side, tensor_to_pil
+    from ..pipelines.multiview_edit import EditSettings, edit_views, resize_to
+
+    seva_key, seva = load_seva(spec, rep, cache)
+    rep.emit("loading", message="preparing views")
+    views = []
+    for v in spec.views:
+        im = Image.open(job.input_path(v.image))
+        if "A" not in im.getbands():
+            raise ValueError(
+                f"view {v.name!r} has no alpha channel: the editors composite the foreground from the exact alpha; "
+                "render with a transparent film"
+            )
+        views.append(make_view(v, np.asarray(im.convert("RGBA"), dtype=np.float64)))
+    s, mv = spec.sampling, spec.multiview
+    settings = EditSettings(
+        prompt=spec.edit.prompt,
+        negative_prompt=spec.edit.negative_prompt or None,
+        lam=s.lam if s.lam is not None else d.lam,
+        steps=s.steps or d.steps,
+        cfg_editor=s.cfg_editor if s.cfg_editor is not None else d.cfg,
+        cfg_multiview=s.cfg_multiview if s.cfg_multiview is not None else 2.0,
+        cfg_min=mv.cfg_min,
+        guider=mv.guider,
+        camera_scale=mv.camera_scale,
+        T=mv.window,
+        size=mv.size or size or 576,
+        seed=s.seed,
+        step=s.step or d.step,
+        alignment=s.alignment,
+        max_pull=s.max_pull,
+    )
+
+    def on_step(label, info) -> None:
+        rep.emit("sampling", info.step, info.total, label, info.elapsed_s / info.step * (info.total - info.step))
+
+    res = edit_views(seva, editor, views, spec.reference_view, settings, callback=on_step, should_cancel=should_cancel)
+    rep.emit("writing")
+    outputs, pils = [], []
+    for v, img in zip(spec.views, res.images, strict=True):
+        pil = finish(v, img) if finish else tensor_to_pil(resize_to(img, v.width, v.height))
+        name = f"outputs/{slug(v.name, 60)}.png"
+        save_image(pil, job.root / name)
+        pils.append(pil)
+        outputs.append(
+            OutputFile(path=name, kind="image", view=v.name, role="reference_edit" if v is spec.views[spec.reference_view] else "result")
+        )
+    originals = [Image.open(job.input_path(v.image)).convert("RGB") for v in spec.views]
+    label = " | TINY RANDOM WEIGHTS" if res.metadata["labels"] else ""
+    sheet_in = side_by_side(originals, [v.name for v in spec.views], footer="inputs")
+    sheet_out = side_by_side(pils, [v.name for v in spec.views], footer=f"{caption} (lam {settings.lam}){label}")
+    sheet = Image.new("RGB", (max(sheet_in.width, sheet_out.width), sheet_in.height + sheet_out.height))
+    sheet.paste(sheet_in, (0, 0))
+    sheet.paste(sheet_out, (0, sheet_in.height))
+    sheet.save(job.root / "outputs/contact_sheet.png")
+    outputs.append(OutputFile(path="outputs/contact_sheet.png", kind="image", role="side_by_side"))
+    meta = res.metadata | {"models": {"multiview": seva_key, "editor": ed_key}, "reference_view": spec.views[spec.reference_view].name}
+    if all(v.depth for v in spec.views):
+        rep.emit("writing", message="consistency report")
+        generated = {v.name: p for v, p in zip(spec.views, pils, strict=True)}
+        meta["consistency"] = consistency_outputs(spec, job, generated, outputs, depths)
+    write_metadata(job, meta)
+    outputs.append(OutputFile(path="outputs/metadata.json", kind="json", role="metadata"))
+    return outputs, meta
