@@ -96,11 +96,11 @@ def relight_envmap(spec: JobSpec, job: JobFolder, rep: Reporter, should_cancel, 
     import numpy as np
     from PIL import Image
 
+    from .. import envmap
     from ..media import tensor_to_pil
     from ..models.editors.neural_gaffer import load_neural_gaffer
     from ..pipelines.multiview_edit import EditView
     from ..pipelines.object_views import crop_K, crop_rgba, object_crop, paste_back
-    from .. import envmap
 
     e = spec.edit
     ed_key = spec.models.editor or "neural-gaffer"

@@ -32,3 +32,21 @@ def empty_scene():
     bpy.ops.wm.read_factory_settings(use_empty=True)
     scene = bpy.context.scene
     yield scene
+
+
+@pytest.fixture()
+def cycles_scene(addon):
+    """A factory-fresh scene with the add-on enabled again (factory settings disable add-ons),
+    Cycles at 2 samples, no denoising, 64² renders; the add-on is disabled afterwards."""
+    import addon_utils
+
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    addon_utils.enable("coupled_edit", default_set=True, handle_error=None)
+    scene = bpy.context.scene
+    scene.render.engine = "CYCLES"
+    scene.cycles.samples = 2
+    scene.cycles.use_denoising = False
+    scene.render.resolution_x = scene.render.resolution_y = 64
+    yield scene
+    if "coupled_edit" in bpy.context.preferences.addons:
+        addon_utils.disable("coupled_edit", default_set=True)

@@ -20,24 +20,13 @@ def free_port() -> int:
 
 
 @pytest.fixture()
-def server_prefs(addon, tmp_path):
-    import addon_utils
-
-    bpy.ops.wm.read_factory_settings(use_empty=True)
-    addon_utils.enable("coupled_edit", default_set=True, handle_error=None)
+def server_prefs(cycles_scene, tmp_path):
     prefs = bpy.context.preferences.addons["coupled_edit"].preferences
     prefs.backend, prefs.server_url = "SERVER", f"http://127.0.0.1:{free_port()}"
     prefs.server_python, prefs.server_jobs_dir, prefs.server_token = sys.executable, str(tmp_path / "server_jobs"), "tok-123"
-    scene = bpy.context.scene
-    scene.render.engine = "CYCLES"
-    scene.cycles.samples = 2
-    scene.cycles.use_denoising = False
-    scene.render.resolution_x = scene.render.resolution_y = 64
     bpy.ops.mesh.primitive_monkey_add()
     yield prefs
     bpy.ops.coupled_edit.stop_server()
-    if "coupled_edit" in bpy.context.preferences.addons:
-        addon_utils.disable("coupled_edit", default_set=True)
 
 
 def test_run_on_a_server_started_from_blender(server_prefs, tmp_path):

@@ -11,21 +11,11 @@ bpy = pytest.importorskip("bpy", reason="the bpy wheel is part of the test insta
 
 
 @pytest.fixture()
-def scene(addon):
-    import addon_utils
-
-    bpy.ops.wm.read_factory_settings(use_empty=True)
-    addon_utils.enable("coupled_edit", default_set=True, handle_error=None)
-    sc = bpy.context.scene
-    sc.render.engine = "CYCLES"
-    sc.cycles.samples = 2
-    sc.cycles.use_denoising = False
-    sc.render.resolution_x = sc.render.resolution_y = 48
+def scene(cycles_scene):
+    cycles_scene.render.resolution_x = cycles_scene.render.resolution_y = 48
     bpy.ops.mesh.primitive_cube_add(size=1.0, location=(0, 0, 0.5))
     bpy.ops.mesh.primitive_plane_add(size=6.0)
-    yield sc
-    if "coupled_edit" in bpy.context.preferences.addons:
-        addon_utils.disable("coupled_edit", default_set=True)
+    return cycles_scene
 
 
 def test_capture_move_duplicate_run_and_write_back(scene, tmp_path):

@@ -14,20 +14,9 @@ bpy = pytest.importorskip("bpy", reason="the bpy wheel is part of the test insta
 
 
 @pytest.fixture()
-def ui(addon):
-    import addon_utils
-
-    bpy.ops.wm.read_factory_settings(use_empty=True)  # resets preferences, so enable again
-    addon_utils.enable("coupled_edit", default_set=True, handle_error=None)
-    scene = bpy.context.scene
-    scene.render.engine = "CYCLES"
-    scene.cycles.samples = 2
-    scene.cycles.use_denoising = False
-    scene.render.resolution_x = scene.render.resolution_y = 64
+def ui(cycles_scene):
     bpy.ops.mesh.primitive_monkey_add()
-    yield scene
-    if "coupled_edit" in bpy.context.preferences.addons:
-        addon_utils.disable("coupled_edit", default_set=True)
+    return cycles_scene
 
 
 def test_every_property_has_a_tooltip(ui):
