@@ -28,7 +28,6 @@ from urllib3.util.retry import Retry
 from . import __version__
 
 SCHEMA_VERSION = 1  # backend.jobs.SCHEMA_VERSION (not imported: that module needs pydantic)
-FINAL = ("done", "failed", "cancelled", "interrupted")
 
 
 class ServerError(RuntimeError):

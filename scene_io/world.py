@@ -96,9 +96,7 @@ def export_envmap(image: bpy.types.Image, folder: Path, name: str = "world_envma
 def envmap_edit(scene: bpy.types.Scene, folder: Path, spin: int = 0, spin_total: int = 120, composite: str = "envmap") -> dict:
     """The ``edit`` section of a relight_envmap job from the scene's World (the map written into inputs/)."""
     wl = world_lighting(scene)
-    name = export_envmap(wl.image, Path(folder) / "inputs")
-    return {"envmap": name, "envmap_rotation": list(wl.rotation), "envmap_strength": wl.strength, "spin": spin,
-            "spin_total": spin_total, "composite": composite}  # fmt: skip
+    return _edit(export_envmap(wl.image, Path(folder) / "inputs"), wl.rotation, wl.strength, spin, spin_total, composite)
 
 
 def file_edit(
@@ -111,5 +109,9 @@ def file_edit(
     dest = Path(folder) / "inputs" / f"envmap{src.suffix.lower()}"
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(src, dest)
-    return {"envmap": dest.name, "envmap_rotation": [float(r) for r in rotation], "envmap_strength": strength, "spin": spin,
+    return _edit(dest.name, rotation, strength, spin, spin_total, composite)
+
+
+def _edit(name: str, rotation, strength: float, spin: int, spin_total: int, composite: str) -> dict:
+    return {"envmap": name, "envmap_rotation": [float(r) for r in rotation], "envmap_strength": float(strength), "spin": spin,
             "spin_total": spin_total, "composite": composite}  # fmt: skip

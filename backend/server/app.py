@@ -214,7 +214,7 @@ def create_app(jobs_dir: str | Path, token: str | None = None, limits: Limits | 
             inputs.mkdir(parents=True)
             for f in files:
                 await _save(f, inputs / f.filename, limits)
-            job = await asyncio.to_thread(_commit, store, job_id, tmp, parsed)
+            job = await asyncio.to_thread(store.commit, job_id, tmp, parsed)
             worker.enqueue(job.job_id)
         except OverflowError as e:
             store.delete(job_id)
@@ -295,7 +295,7 @@ def create_app(jobs_dir: str | Path, token: str | None = None, limits: Limits | 
         old = store.folder(job_id)
         new_id, tmp = store.incoming()
         shutil.copytree(old.inputs, store.upload_dir(tmp))
-        job = _commit(store, new_id, tmp, old.spec())
+        job = store.commit(new_id, tmp, old.spec())
         worker.enqueue(job.job_id, force=True)
         return status_of(new_id)
 
@@ -359,10 +359,6 @@ def _finished(store: JobStore, job_id: str) -> bool:
         return store.record(job_id).state in FINAL
     except UnknownJob:
         return True
-
-
-def _commit(store: JobStore, job_id: str, tmp: Path, spec):
-    return store.commit(job_id, tmp, spec)
 
 
 async def _save(upload: UploadFile, dest: Path, limits: Limits) -> None:

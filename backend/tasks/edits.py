@@ -19,7 +19,6 @@ def relight_text(spec: JobSpec, job: JobFolder, rep: Reporter, should_cancel, ca
     from PIL import Image
 
     from ..models.editors.ic_light import load_ic_light
-    from ..pipelines.multiview_edit import EditView
 
     ed_key = spec.models.editor or "ic-light-fc"
     variant = "fbc" if "fbc" in ed_key else "fc"
@@ -39,11 +38,8 @@ def relight_text(spec: JobSpec, job: JobFolder, rep: Reporter, should_cancel, ca
         h, w = rgb.shape[:2]
         return {"background": np.asarray(Image.fromarray(background.astype(np.uint8)).resize((w, h), 3), dtype=np.float64)}
 
-    def make_view(v, rgba: np.ndarray) -> EditView:
-        return EditView(rgba, np.array(v.K), np.array(v.c2w), extras(v, rgba[..., :3]))
-
     defaults = EditDefaults(lam=0.015, cfg=2.0, steps=25)
-    return edit_views_job(spec, job, rep, should_cancel, cache, editor, ed_key, make_view, f"relit: {spec.edit.prompt}", defaults)
+    return edit_views_job(spec, job, rep, should_cancel, cache, editor, ed_key, with_extras(extras), f"relit: {spec.edit.prompt}", defaults)
 
 
 def stylize(spec: JobSpec, job: JobFolder, rep: Reporter, should_cancel, cache: ModelCache):
@@ -52,7 +48,6 @@ def stylize(spec: JobSpec, job: JobFolder, rep: Reporter, should_cancel, cache: 
     from ..jobs import Control
     from ..models.editors.control_images import control_image
     from ..models.editors.controlnet import load_controlnet_editor
-    from ..pipelines.multiview_edit import EditView
 
     e = spec.edit
     controls = e.controls or [Control()]
@@ -75,11 +70,20 @@ def stylize(spec: JobSpec, job: JobFolder, rep: Reporter, should_cancel, cache: 
         passes = dict(rgb=rgb, depth=load(v.depth), normal_world=load(v.normal), c2w=np.array(v.c2w), object_index=load(v.object_index))
         return {k: control_image(k, **passes) for k in kinds}
 
-    def make_view(v, rgba: np.ndarray) -> EditView:
+    defaults = EditDefaults(lam=0.015, cfg=7.5, steps=30)
+    return edit_views_job(spec, job, rep, should_cancel, cache, editor, ed_key, with_extras(extras), f"stylized: {e.prompt}", defaults)
+
+
+def with_extras(extras):
+    """A view builder: the view as it is, plus ``extras(view, rgb)`` (pixel-aligned editor inputs)."""
+    import numpy as np
+
+    from ..pipelines.multiview_edit import EditView
+
+    def make_view(v, rgba):
         return EditView(rgba, np.array(v.K), np.array(v.c2w), extras(v, rgba[..., :3]))
 
-    defaults = EditDefaults(lam=0.015, cfg=7.5, steps=30)
-    return edit_views_job(spec, job, rep, should_cancel, cache, editor, ed_key, make_view, f"stylized: {e.prompt}", defaults)
+    return make_view
 
 
 @dataclass

@@ -76,8 +76,9 @@ class ControlNetEditor(SDEditor):
         missing = [(i, k) for i, c in enumerate(controls) for k in self.kinds if k not in c]
         if missing:
             raise ValueError(f"control images missing for (view, kind) {missing[:5]}; compute them with control_images.control_image")
-        imgs = [torch.from_numpy(np.asarray(c[k], dtype=np.float32)).permute(2, 0, 1) for c in controls for k in self.kinds]
-        per_kind = [torch.stack(imgs[j :: len(self.kinds)]) for j in range(len(self.kinds))]
+        per_kind = [
+            torch.stack([torch.from_numpy(np.asarray(c[k], dtype=np.float32)).permute(2, 0, 1) for c in controls]) for k in self.kinds
+        ]
         x = torch.from_numpy(np.stack(rgb).astype(np.float32)).permute(0, 3, 1, 2) / 127.5 - 1.0
         return StyleConditions(per_kind, self.encode(x))
 

@@ -192,11 +192,16 @@ def _transformer_path(processor_name: str) -> str:
     return processor_name.split(".transformer_blocks.")[0]
 
 
+def drop_cross_attention(detail) -> None:
+    """The detail extractor never runs attn2 / attn3: without them diffusers skips that branch."""
+    for block in [m for m in detail.modules() if type(m).__name__ == "BasicTransformerBlock"]:
+        block.attn2, block.norm2 = None, None
+
+
 def wire(synth, detail) -> dict:
     """Install the processors; returns the feature bank (cleared per call)."""
     bank: dict[str, Tensor] = {}
-    for block in [m for m in detail.modules() if type(m).__name__ == "BasicTransformerBlock"]:
-        block.attn2, block.norm2 = None, None  # the detail extractor never runs attn2 / attn3
+    drop_cross_attention(detail)
     detail.set_attn_processor({n: RecordingSelfAttention(bank, _transformer_path(n)) for n in detail.attn_processors})
     procs = {}
     for n in synth.attn_processors:  # attn1: plain self-attention (records into a scratch bank); attn2 = MF's attn3
@@ -357,8 +362,7 @@ def from_state_dict(
         vae = AutoencoderKL(**vae_config(ddconfig, embed_dim))
     for net, prefix, role in ((synth, "model.diffusion_model.", "synth"), (detail, "model.reference_model.", "detail")):
         if role == "detail":
-            for block in [m for m in net.modules() if type(m).__name__ == "BasicTransformerBlock"]:
-                block.attn2, block.norm2 = None, None
+            drop_cross_attention(net)  # before loading: the converted keys have no attn2 / norm2
         part = convert_unet(sd, prefix, ldm_unet, role)
         _load(net, part, f"{role} UNet")
     _load(vae, convert_vae(sd), "VAE")
