@@ -319,3 +319,18 @@ def test_loader_refuses_a_pickle_with_objects_and_names_mismatches(tmp_path):
         z.writestr("readme.txt", "nothing")
     with pytest.raises(ModelUnavailable, match="no checkpoint"):
         read_unet_checkpoint(tmp_path / "empty.zip")
+
+
+def test_posterior_noise_is_independent_across_views_and_maps():
+    from backend.models.editors.neural_gaffer import tiny_neural_gaffer
+
+    ng = tiny_neural_gaffer()
+    x = torch.zeros(2, 3, 256, 256)
+    conds = ng.conditions(x, x, x, seeds=[5, 6])  # identical images: the latents differ only by their noise
+    mean, std = ng.posterior(x[:1])
+    noise = [(conds.latents[v, 4 * j : 4 * j + 4] - mean[0]) / std[0] for v in range(2) for j in range(3)]
+    for a in range(6):
+        for b in range(a + 1, 6):
+            assert not torch.allclose(noise[a], noise[b]), (a, b)
+    again = ng.conditions(x, x, x, seeds=[5, 6])
+    assert torch.equal(again.latents, conds.latents)  # seeded: reproducible

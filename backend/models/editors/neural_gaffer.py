@@ -123,9 +123,11 @@ class NeuralGaffer:
     ) -> GafferConditions:
         """Images in [-1, 1] (N, 3, 256, 256) -> condition latents + CLIP token.
 
-        Posterior samples draw their noise per view from ``seeds`` (image, HDR map, LDR map, in the
-        reference's order) or take it from ``eps``; ``latent_kind == "mode"`` uses the means."""
+        Posterior samples draw their noise from one generator per view seeded with ``seeds``
+        (image, HDR map, LDR map, in the reference's order) or take it from ``eps``;
+        ``latent_kind == "mode"`` uses the means."""
         lat = []
+        gens = [torch.Generator("cpu").manual_seed(int(s)) for s in (seeds or [0] * len(image))]
         for key, x in (("input_image", image), ("hdr_normalised_map", hdrn), ("ldr_map", ldr)):
             mean, std = self.posterior(x)
             if self.latent_kind == "mode":
@@ -133,9 +135,7 @@ class NeuralGaffer:
                 continue
             if eps is not None:
                 noise = eps[key].to(mean)
-            else:
-                gens = [torch.Generator("cpu").manual_seed(int(s) + {"input_image": 1, "hdr_normalised_map": 2, "ldr_map": 3}[key])
-                        for s in (seeds or [0] * len(x))]  # fmt: skip
+            else:  # (seed offsets per map would give view i's HDR map the noise of view i+1's image)
                 noise = torch.cat([torch.randn((1, *mean.shape[1:]), generator=g) for g in gens]).to(mean)
             lat.append(mean + std * noise)
         return GafferConditions(torch.cat(lat, dim=1), self.image_embeds(image))
