@@ -117,22 +117,23 @@ def relight_envmap(spec: JobSpec, job: JobFolder, rep: Reporter, should_cancel, 
     lighting = envmap.Lighting(
         envmap.prepare(envmap.read_envmap(job.input_path(e.envmap)), e.envmap_strength), tuple(e.envmap_rotation), e.spin, e.spin_total
     )
-    crops: dict[str, object] = {}
+    crops: dict[str, tuple] = {}  # per view: the object's square crop and the render's alpha, for the paste-back
 
     def make_view(v, rgba: np.ndarray) -> EditView:
-        crop = crops[v.name] = object_crop(rgba[..., 3])
+        crop = object_crop(rgba[..., 3])
+        crops[v.name] = (crop, rgba[..., 3].astype(np.uint8))
         hdrn, ldr = envmap.condition_maps(lighting, envmap.opencv_to_blender(np.array(v.c2w)))
         seed = spec.sampling.seed + spec.views.index(v)
         square, K = crop_rgba(rgba, crop), crop_K(np.array(v.K), crop)
         return EditView(square, K, np.array(v.c2w), conditions={"hdrn": hdrn, "ldr": ldr, "seed": seed})
 
     def finish(v, img) -> Image.Image:
-        alpha = np.asarray(Image.open(job.input_path(v.image)).convert("RGBA"))[..., 3]
+        crop, alpha = crops[v.name]
         plate = None
         if e.composite == "envmap":
             plate = envmap.background_plate(lighting, envmap.opencv_to_blender(np.array(v.c2w)), v.width, v.height, np.array(v.K))
         u8 = np.asarray(tensor_to_pil(img))
-        return Image.fromarray(paste_back(u8, crops[v.name], alpha, plate), "RGBA")
+        return Image.fromarray(paste_back(u8, crop, alpha, plate), "RGBA")
 
     defaults = EditDefaults(lam=0.015, cfg=3.0, steps=50, step="euler")
     name = Path(e.envmap).name
