@@ -14,8 +14,8 @@ from pathlib import Path
 
 from . import __version__
 from .jobs import JobFolder, JobSpecError, dump_schema, parse_spec
+from .naming import view_stem
 from .registry import MODELS
-from .runner import slug
 
 TINY = {"couple_images": "flux-tiny", "couple_videos": "wan-tiny"}
 
@@ -93,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, default=8765)
     sv.add_argument("--jobs-dir", default="server_jobs", help="where jobs are kept (survives restarts)")
     sv.add_argument("--token", default=None, help="required on every route but /health (or set COUPLED_EDIT_TOKEN)")
+    sv.add_argument("--new-token", action="store_true", help="make a strong random token, print it once and serve with it")
     sv.add_argument("--max-queue", type=int, default=32, help="jobs waiting at most; more are refused with 429")
     sv.add_argument("--max-request-mb", type=int, default=2048, help="largest submission in MiB")
     sv.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
@@ -140,7 +141,7 @@ def _novel_views(a: argparse.Namespace) -> int:
     for i, (img, cam) in enumerate(zip(a.images, cams, strict=True)):
         w, h = Image.open(img).size
         name = cam.get("name") or f"input_{i:03d}"
-        fname = f"{slug(name, 60)}{Path(img).suffix.lower()}"
+        fname = f"{view_stem(i, name)}{Path(img).suffix.lower()}"
         files[fname] = img
         views.append(
             {"name": name, "width": cam.get("width", w), "height": cam.get("height", h), "K": cam["K"], "c2w": cam["c2w"], "image": fname}
@@ -263,20 +264,40 @@ def _models_list(task: str | None) -> int:
     return 0
 
 
+MIN_TOKEN_CHARS = 22  # 16 random bytes in URL-safe base64
+
+
+def token_problem(token: str) -> str | None:
+    """Why a token is too weak to guard a server on the network, or None."""
+    if len(token) < MIN_TOKEN_CHARS:
+        return f"it has {len(token)} characters; use at least {MIN_TOKEN_CHARS} random ones (16 random bytes)"
+    if len(set(token)) < 8:
+        return "it repeats too few characters to be random"
+    return None
+
+
 def _serve(a: argparse.Namespace) -> int:
     import ipaddress
+    import logging
     import os
+    import secrets
 
     token = a.token or os.environ.get("COUPLED_EDIT_TOKEN") or None
+    if a.new_token:
+        token = secrets.token_urlsafe(32)
+        print(f"token: {token}", flush=True)
     try:
         loopback = a.host == "localhost" or ipaddress.ip_address(a.host).is_loopback
     except ValueError:
         loopback = False
     if not loopback and not token:
-        raise SystemExit(
-            f"error: refusing to listen on {a.host} without a token: anyone on the network could run jobs. "
-            "Give --token (or set COUPLED_EDIT_TOKEN), or bind to 127.0.0.1"
+        raise CliError(
+            f"refusing to listen on {a.host} without a token: anyone on the network could run jobs. "
+            "Add --new-token (prints a strong one), give --token (or set COUPLED_EDIT_TOKEN), or bind to 127.0.0.1"
         )
+    if not loopback and (weak := token_problem(token)):
+        raise CliError(f"refusing to listen on {a.host} with a weak token: {weak}. `--new-token` makes a strong one")
+    logging.basicConfig(level=a.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import uvicorn
 
     from .server.app import Limits, create_app
@@ -286,6 +307,27 @@ def _serve(a: argparse.Namespace) -> int:
     print(f"Coupled Edit backend {__version__} on http://{a.host}:{a.port} (jobs in {Path(a.jobs_dir).resolve()})", flush=True)
     uvicorn.run(app, host=a.host, port=a.port, log_level=a.log_level, timeout_graceful_shutdown=5)
     return 0
+
+
+class CliError(Exception):
+    """A problem with what was asked; printed as one line, exit status 2."""
+
+
+def read_job_text(path: Path) -> str:
+    """The text of a job.json (or of a job folder's), with one clear line for every way it can be missing."""
+    target = path / "job.json" if path.is_dir() else path
+    if not path.exists():
+        raise CliError(f"{path} does not exist: give a job folder (holding job.json) or a job.json file")
+    if not target.exists():
+        raise CliError(f"{path} holds no job.json: give a job folder made by the add-on, export_rig or a couple-* command")
+    if target.is_dir():
+        raise CliError(f"{target} is a folder, not a file: a job.json must be a JSON file")
+    try:
+        return target.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise CliError(f"{target} is not UTF-8 text (byte {e.start}): save the job spec as UTF-8 JSON") from None
+    except OSError as e:
+        raise CliError(f"cannot read {target}: {e.strerror}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -300,13 +342,15 @@ def main(argv: list[str] | None = None) -> int:
         if a.command == "run-job":
             from .runner import run_job
 
-            result = run_job(JobFolder(a.job_dir), progress=_progress_printer())
+            folder = Path(a.job_dir)
+            if folder.is_file() and folder.name == "job.json":
+                folder = folder.parent
+            parse_spec(read_job_text(folder))  # refuse a missing or broken job before writing anything
+            result = run_job(JobFolder(folder), progress=_progress_printer())
             print(json.dumps(result.model_dump(), indent=2))
             return 0 if result.status == "done" else 1
         if a.command == "validate-job":
-            path = Path(a.path)
-            text = (path / "job.json" if path.is_dir() else path).read_text(encoding="utf-8")
-            spec = parse_spec(text)
+            spec = parse_spec(read_job_text(Path(a.path)))
             print(f"ok: task {spec.task}, {len(spec.views)} views")
             return 0
         if a.command == "models":
@@ -327,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if a.command == "serve":
             return _serve(a)
-    except JobSpecError as e:
+    except (JobSpecError, CliError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 1

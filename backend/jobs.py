@@ -17,8 +17,8 @@ video frames 1..``MAX_FRAMES`` (4k+1 for Wan).
 from __future__ import annotations
 
 import json
-import math
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -28,6 +28,7 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .input_files import check_view_sizes
 from .registry import MODELS, TASKS
 
 MAX_VIEWS = 256
@@ -40,6 +41,12 @@ MAX_PROMPTS = 8
 MAX_FRAMES = 257
 RIGID_TOL = 1e-4
 SCHEMA_VERSION = 1
+MAX_FOCAL_PX = 1e6  # beyond this a pinhole is a telescope: a unit mix-up (mm vs px), not a camera
+MAX_TRANSLATION = 1e6  # scene units; farther is a broken export (SEVA normalises the rig scale)
+# Input file names: a plain name in inputs/ (no folders, no dot files, no control characters).
+FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._ -]{0,199}")
+DEVICES = ("auto", "cpu", "cuda", "mps", *(f"cuda:{i}" for i in range(16)))
+CHUNK_STRATEGIES = ("", "gt", "gt-nearest", "gt-ltr", "nearest", "nearest-gt", "interp", "interp-gt")
 
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED, description=f"0..{MAX_SEED}")]
 Side = Annotated[int, Field(ge=MIN_SIDE, le=MAX_SIDE, description=f"pixels, {MIN_SIDE}..{MAX_SIDE}")]
@@ -47,7 +54,14 @@ Prompt = Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=False)
+    # allow_inf_nan=False: NaN/inf are refused in every float field, nested lists included
+    model_config = ConfigDict(extra="forbid", frozen=False, allow_inf_nan=False)
+
+
+def _file_name(v: str | None, what: str = "input file name") -> str | None:
+    if v is not None and (not FILE_NAME.fullmatch(v) or ".." in v):
+        raise ValueError(f"{what} {v!r} not allowed: use a plain name in inputs/ (letters, digits, '.', '_', '-', ' '), no folders")
+    return v
 
 
 class View(_Strict):
@@ -66,6 +80,11 @@ class View(_Strict):
         None, description="int32 .npy (H, W): object pass index, 0 = background (names in inputs/objects.json)"
     )
 
+    @field_validator("image", "alpha", "depth", "normal", "object_index")
+    @classmethod
+    def _files(cls, v: str | None) -> str | None:
+        return _file_name(v)
+
     @field_validator("K")
     @classmethod
     def _k(cls, K: list[list[float]]) -> list[list[float]]:
@@ -76,6 +95,8 @@ class View(_Strict):
             raise ValueError("K must be finite")
         if a[0, 0] <= 0 or a[1, 1] <= 0:
             raise ValueError(f"K focal lengths must be > 0 (got fx={a[0, 0]}, fy={a[1, 1]})")
+        if max(a[0, 0], a[1, 1]) > MAX_FOCAL_PX:
+            raise ValueError(f"K focal lengths are in pixels and at most {MAX_FOCAL_PX:g} (got fx={a[0, 0]:g}, fy={a[1, 1]:g})")
         if not np.allclose(a[2], [0, 0, 1]) or a[1, 0] != 0:
             raise ValueError("K must be [[fx,s,cx],[0,fy,cy],[0,0,1]] (pinhole)")
         return K
@@ -90,6 +111,8 @@ class View(_Strict):
             raise ValueError("c2w must be finite (no NaN/inf)")
         if not np.allclose(a[3], [0, 0, 0, 1], atol=RIGID_TOL):
             raise ValueError("c2w last row must be [0, 0, 0, 1]")
+        if np.abs(a[:3, 3]).max() > MAX_TRANSLATION:
+            raise ValueError(f"c2w translation must be within {MAX_TRANSLATION:g} scene units of the origin (got {a[:3, 3].tolist()})")
         R = a[:3, :3]
         if not np.allclose(R.T @ R, np.eye(3), atol=RIGID_TOL) or np.linalg.det(R) < 0:
             raise ValueError(
@@ -112,19 +135,15 @@ class Sampling(_Strict):
     lam: float | None = Field(None, ge=0.0, le=MAX_LAMBDA, description=f"coupling strength 0..{MAX_LAMBDA}; None: the task's default")
     step: Literal["ddpm", "euler"] | None = Field(None, description="None: the task's default (Euler for flow models, DDPM otherwise)")
     alignment: Literal["step", "sigma"] = "step"
-    join: Literal["noise", "partner"] = "noise"
+    join: Literal["noise", "partner"] = Field(
+        "noise", description="alignment='sigma': a participant joining late starts from noise or from its partner's prediction"
+    )
     max_pull: float | None = Field(0.5, gt=0.0, le=1.0)
     seed: Seed = 0
     cfg_editor: float | None = Field(None, ge=0.0, le=50.0, description="editor / generator guidance; None: model default")
     cfg_multiview: float | None = Field(None, ge=0.0, le=50.0)
     true_cfg: float = Field(1.0, ge=1.0, le=50.0, description="Flux: real CFG with edit.negative_prompt when > 1 (two calls per step)")
 
-    @field_validator("lam")
-    @classmethod
-    def _finite(cls, v: float | None) -> float | None:
-        if v is not None and not math.isfinite(v):
-            raise ValueError("lam must be finite")
-        return v
 
 
 class Control(_Strict):
@@ -183,6 +202,11 @@ class Edit(_Strict):
     envmap: str | None = Field(None, description="relight_envmap: equirectangular .hdr/.exr in inputs/ (Blender's convention)")
     chain: bool = Field(False, description="couple prompts in a chain (0-1, 1-2, ...) instead of all pairs")
 
+    @field_validator("background", "envmap")
+    @classmethod
+    def _files(cls, v: str | None) -> str | None:
+        return _file_name(v)
+
 
 class Multiview(_Strict):
     """SEVA settings (research/seva.md §4.5, §4.8); defaults are the reference demo's."""
@@ -192,7 +216,7 @@ class Multiview(_Strict):
     cfg_min: float = Field(1.2, ge=0.0, le=50.0)
     camera_scale: float = Field(2.0, gt=0.0, le=100.0)
     passes: int = Field(1, ge=1, le=2, description="2: anchors first, then interpolation (orbits, long trajectories)")
-    chunk_strategy: str = Field("", description="'' = nearest-gt (1 pass) / interp (2 passes)")
+    chunk_strategy: Literal[CHUNK_STRATEGIES] = Field("", description="'' = nearest-gt (1 pass) / interp (2 passes)")
     size: int | None = Field(
         None, ge=64, le=2048, description="working short side in pixels (long side to a multiple of 64); None: 576, spatial_edit 512"
     )
@@ -211,7 +235,7 @@ class Models(_Strict):
     generator: str | None = None
     source: str | None = Field(None, max_length=1000, description="local folder (or hub id) holding the weights of the chosen model")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    device: str = "auto"
+    device: Literal[DEVICES] = "auto"
     offload: Literal["none", "model", "sequential"] = "none"
     vae_tiling: bool = False
 
@@ -224,7 +248,9 @@ class Models(_Strict):
 
 
 class JobSpec(_Strict):
-    schema_version: int = SCHEMA_VERSION
+    schema_version: Literal[SCHEMA_VERSION] = Field(
+        SCHEMA_VERSION, description=f"{SCHEMA_VERSION}: the only job format this backend reads (update the add-on or the backend)"
+    )
     task: str
     views: list[View] = Field(default_factory=list, max_length=MAX_VIEWS)
     reference_view: int = Field(0, ge=0)
@@ -313,6 +339,16 @@ class JobSpec(_Strict):
                 raise ValueError("views: task 'novel_views' needs input views with an image and target views without one")
             if self.models.multiview is not None and MODELS[self.models.multiview].kind != "seva":
                 raise ValueError(f"models.multiview: {self.models.multiview!r} is not a SEVA model")
+        if self.sampling.join != "noise" and (self.sampling.alignment != "sigma" or self.task.startswith("couple_")):
+            raise ValueError(
+                "sampling.join: only a multi-view edit with alignment 'sigma' has participants joining late; "
+                "set alignment to 'sigma' or leave join at 'noise'"
+            )
+        if not self.task.startswith("couple_") and (self.models.offload != "none" or self.models.vae_tiling):
+            raise ValueError(
+                f"models.offload / models.vae_tiling apply to the couple_* tasks (diffusers pipelines); task {self.task!r} keeps "
+                "SEVA and its editor on the device: leave them at their defaults ('none', false)"
+            )
         if self.task == "couple_videos" and self.output.frames is not None and (self.output.frames - 1) % 4:
             raise ValueError(f"output.frames must be 4k+1 for video (Wan's VAE), got {self.output.frames}")
         return self
@@ -418,6 +454,7 @@ class JobFolder:
         missing = [n for n in job.referenced_inputs(spec) if not job.input_path(n).exists()]
         if missing:
             raise FileNotFoundError(f"the spec names input files that were not given: {missing}")
+        check_view_sizes(job.inputs, spec.views)
         atomic_write_text(job.spec_path, spec.model_dump_json(indent=2))
         job.log_path.touch()
         return job

@@ -7,10 +7,13 @@ worker. It never raises for a failed job: the failure is written to result.json 
 
 from __future__ import annotations
 
+import logging
 import time
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 
+from .input_files import check_view_sizes
 from .jobs import JobFolder, JobResult
 from .sampling import Cancelled
 from .tasks import RUNNERS
@@ -19,6 +22,7 @@ from .tasks.common import CancelFn, ProgressFn, Reporter, slug
 __all__ = ["IMPLEMENTED", "ModelCache", "run_job", "slug"]
 
 IMPLEMENTED = tuple(RUNNERS)
+log = logging.getLogger(__name__)
 
 
 class ModelCache:
@@ -70,6 +74,7 @@ def run_job(
         spec = job.spec()
         if spec.task not in IMPLEMENTED:
             raise NotImplementedError(f"task {spec.task!r} is not available in this version; available: {', '.join(IMPLEMENTED)}")
+        check_view_sizes(job.inputs, spec.views)  # before any model loads: a pass of another size is a broken export
         cache = cache or ModelCache()
         cache.begin_job()
         run = RUNNERS[spec.task]
@@ -77,14 +82,23 @@ def run_job(
         result = JobResult(
             job_id=job.job_id, status="done", outputs=outputs, metadata=metadata, started_at=started, finished_at=time.time()
         )
-        rep.emit("done", message=f"{len(outputs)} files in {job.outputs}")
+        final = f"{len(outputs)} files in outputs/"
     except Cancelled as e:
         result = JobResult(job_id=job.job_id, status="cancelled", error=str(e), started_at=started, finished_at=time.time())
-        rep.emit("cancelled", message=str(e))
+        final = str(e)
     except Exception as e:  # noqa: BLE001 - every failure is reported in result.json
-        msg = f"{type(e).__name__}: {e}"
+        final = scrub_paths(f"{type(e).__name__}: {e}", job.root)
         (job.root / "traceback.txt").write_text(traceback.format_exc(), encoding="utf-8")
-        result = JobResult(job_id=job.job_id, status="failed", error=msg, started_at=started, finished_at=time.time())
-        rep.emit("failed", message=msg)
+        log.warning("job %s failed: %s", job.job_id, final)
+        result = JobResult(job_id=job.job_id, status="failed", error=final, started_at=started, finished_at=time.time())
+    # The result first, then the final event: whoever sees the event can read the result.
     job.write_result(result)
+    rep.emit(result.status, message=final)
     return result
+
+
+def scrub_paths(message: str, job_root: Path) -> str:
+    """A message for people on other machines: the job folder's absolute path becomes ``<job>``."""
+    for form in {str(job_root), str(job_root.resolve())}:
+        message = message.replace(form, "<job>")
+    return message

@@ -17,7 +17,7 @@ from pathlib import Path
 import bpy
 import numpy as np
 
-from .export import build_spec, safe_name, scene_objects, write_job
+from .export import build_spec, scene_objects, view_stems, write_job
 from .render import ViewRenderer
 
 
@@ -34,7 +34,8 @@ def capture_before(scene: bpy.types.Scene, cameras, folder: Path, photos: bool =
     if (folder / "capture.json").exists():
         raise FileExistsError(f"{folder} already holds a capture; choose a new folder")
     cams = list(cameras)
-    names = [safe_name(c.name) for c in cams]
+    stems = view_stems(cams)
+    names = [stems[c.name] for c in cams]
     renderer = ViewRenderer(scene, cams, folder / "inputs", names, True, scene_objects(scene), [])
     while renderer.step():
         pass

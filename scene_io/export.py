@@ -8,20 +8,21 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import bpy
 
+from ..backend.naming import view_stem
 from .cameras import camera_matrices
 from .render import ViewRenderer
 from .rigs import reference_index
 
 
-def safe_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "view"
+def view_stems(cameras: Sequence[bpy.types.Object]) -> dict[str, str]:
+    """Camera name -> file stem, unique by construction (index in the rig + ASCII slug; backend.naming)."""
+    return {c.name: view_stem(i, c.name) for i, c in enumerate(cameras)}
 
 
 def view_entry(scene: bpy.types.Scene, cam: bpy.types.Object, image: str | None, passes: dict[str, str] | None = None) -> dict:
@@ -109,10 +110,9 @@ def export_rig(
     render = list(render) if render is not None else [True] * len(cameras)
     folder = Path(folder)
     to_render = [c for c, r in zip(cameras, render, strict=True) if r]
-    others = [(c, safe_name(c.name)) for c in cameras if c not in to_render]
-    renderer = ViewRenderer(
-        scene, to_render, folder / "inputs", [safe_name(c.name) for c in to_render], passes, scene_objects(scene), others
-    )
+    stems = view_stems(cameras)
+    others = [(c, stems[c.name]) for c in cameras if c not in to_render]
+    renderer = ViewRenderer(scene, to_render, folder / "inputs", [stems[c.name] for c in to_render], passes, scene_objects(scene), others)
     renderer.run()
     return finish_job(folder, scene, cameras, renderer, task, **sections)
 
@@ -180,10 +180,10 @@ def export_photo_rig(scene: bpy.types.Scene, cameras: Sequence[bpy.types.Object]
     folder = Path(folder)
     if (folder / "job.json").exists():
         raise FileExistsError(f"{folder} already holds a job; choose a new folder")
-    views = []
+    views, stems = [], view_stems(cameras)
     for cam in cameras:
         img = photo_of(cam)
-        views.append(photo_view(scene, cam, img, folder, safe_name(cam.name)) if img is not None else view_entry(scene, cam, None))
+        views.append(photo_view(scene, cam, img, folder, stems[cam.name]) if img is not None else view_entry(scene, cam, None))
     if not any(v["image"] for v in views):
         raise ValueError("none of the cameras has a background photo; attach the capture's photos as camera background images")
     spec = {"task": task, "views": views, "reference_view": reference_index(cameras, scene)}

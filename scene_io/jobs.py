@@ -18,7 +18,7 @@ from pathlib import Path
 
 import bpy
 
-from .export import export_photo_rig, finish_job, safe_name, scene_objects
+from .export import export_photo_rig, finish_job, scene_objects, view_stems
 from .render import ViewRenderer
 
 TICK_S = 0.1
@@ -70,8 +70,9 @@ class RigJob:
         self.photos = photos
         mask = [False] * len(self.cameras) if photos or prepared else (list(render) if render is not None else [True] * len(self.cameras))
         self.to_render = [c for c, r in zip(self.cameras, mask, strict=True) if r]
-        self.names = [safe_name(c.name) for c in self.to_render]
-        others = [(c, safe_name(c.name)) for c in self.cameras if c not in self.to_render and not (photos or prepared)]
+        stems = view_stems(self.cameras)
+        self.names = [stems[c.name] for c in self.to_render]
+        others = [(c, stems[c.name]) for c in self.cameras if c not in self.to_render and not (photos or prepared)]
         self.renderer = ViewRenderer(scene, self.to_render, self.folder / "inputs", self.names, passes, scene_objects(scene), others)
         self.status = JobStatus(message=f"rendering 0/{self.renderer.total} views")
         self._events: queue.Queue = queue.Queue()

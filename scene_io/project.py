@@ -349,14 +349,14 @@ def view_depths(
     scene: bpy.types.Scene, cameras: Sequence[bpy.types.Object], folder: Path, objects: Sequence[bpy.types.Object]
 ) -> dict[str, Path]:
     """Depth passes of ``cameras`` rendered now (the geometry is in the scene): visibility for any view."""
-    from .export import safe_name
+    from .export import view_stems
     from .render import pass_render_settings, render_passes
 
     folder.mkdir(parents=True, exist_ok=True)
-    out = {}
+    out, stems = {}, view_stems(cameras)
     with pass_render_settings(scene, objects):
         for cam in cameras:
-            files = render_passes(scene, cam, folder, safe_name(cam.name))
+            files = render_passes(scene, cam, folder, stems[cam.name])
             out[cam.name] = folder / files["depth"]
     return out
 

@@ -31,7 +31,12 @@ def result_images(job_folder: Path) -> dict[str, Path]:
     result = json.loads(path.read_text(encoding="utf-8"))
     if result["status"] != "done":
         raise ValueError(f"the job ended as {result['status']!r}: {result.get('error') or 'no results to apply'}")
-    return {o["view"]: job_folder / o["path"] for o in result["outputs"] if o.get("view") and o.get("kind") == "image"}
+    # results only: a spatial edit also lists each view's coarse warp (role coarse_edit) under the same view
+    return {
+        o["view"]: job_folder / o["path"]
+        for o in result["outputs"]
+        if o.get("view") and o.get("kind") == "image" and o.get("role", "result") in ("result", "reference_edit")
+    }
 
 
 def apply_as_strips(

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from gaussians import ScriptedParticipant, gaussian_denoiser
+from shared_fixtures import fixture_dir
 
 from backend.sampling import (
     Cancelled,
@@ -430,7 +430,7 @@ def test_discrete_adapter_euler_step_matches_diffusers_ddim(prediction):
 
 # --- SEVA's discretisation against the reference fixtures ---------------------------------------
 
-SEVA_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "seva"  # copied from shared/fixtures/seva
+SEVA_FIXTURES = fixture_dir("seva")
 
 
 @pytest.mark.parametrize("n", [1, 4, 5, 25, 50, 1000])

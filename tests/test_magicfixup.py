@@ -6,22 +6,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from shared_fixtures import fixture_dir
 
 from backend.models.editors import magic_fixup as mf
 from backend.sampling import ve_step
 from backend.sampling.denoisers import vp_scale
 
-# the shared folder beside the checkout, else the byte-identical copy in tests/fixtures (fresh clones, CI)
-_SHARED = Path(__file__).resolve().parents[2] / "shared/fixtures/magicfixup"
-_COPY = Path(__file__).resolve().parent / "fixtures/magicfixup"
-FIX = Path(os.environ.get("MAGICFIXUP_FIXTURES", _SHARED if _SHARED.is_dir() else _COPY))
+FIX = fixture_dir("magicfixup")
 UNUSED = ("proj_out.", "learnable_vector", "cond_stage_model.", "betas", "alphas_cumprod_prev", "log_one_minus", "sqrt_recip",
           "posterior_")  # fmt: skip
 

@@ -6,20 +6,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from safetensors.numpy import load_file
+from shared_fixtures import fixture_dir
 
 from backend import envmap
 
-# the shared folder beside the checkout, else the byte-identical copy in tests/fixtures (fresh clones, CI)
-_SHARED = Path(__file__).resolve().parents[2] / "shared/fixtures/neuralgaffer"
-_COPY = Path(__file__).resolve().parent / "fixtures/neuralgaffer"
-FIX = Path(os.environ.get("NEURALGAFFER_FIXTURES", _SHARED if _SHARED.is_dir() else _COPY))
+FIX = fixture_dir("neuralgaffer")
 
 
 @pytest.fixture(scope="module")

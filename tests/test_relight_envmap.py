@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from shared_fixtures import fixture_dir
 
 from backend import envmap
 from backend.jobs import JobFolder, JobSpecError, parse_spec
@@ -20,7 +21,7 @@ from backend.pipelines.multiview_edit import EditSettings, EditView, edit_views
 from backend.pipelines.object_views import Crop, crop_K, crop_rgba, object_crop, on_white, paste_back
 from backend.runner import run_job
 
-FIX = Path(__file__).resolve().parent / "fixtures/neuralgaffer"  # a copy of shared/fixtures/neuralgaffer
+FIX = fixture_dir("neuralgaffer")
 K = np.array([[60.0, 0, 40], [0, 60.0, 32], [0, 0, 1]])
 
 

@@ -240,7 +240,7 @@ def test_bad_input_gets_the_right_4xx(tmp_path):
         r = post([])
         assert r.status_code == 400 and "not given" in r.json()["detail"]  # the spec names v.png
         r = post([("files", ("v.png", b"not a png"))])
-        assert r.status_code == 400 and "not a readable image" in r.json()["detail"]
+        assert r.status_code == 400 and "v.png) is not a readable image" in r.json()["detail"]
         r = post([("files", ("v.png", png))], data={"spec": "{not json"})
         assert r.status_code == 422
         r = post([("files", ("v.png", png))], data={"spec": json.dumps({"task": "nope"})})
@@ -329,3 +329,209 @@ def test_openapi_document_in_docs_is_current():
 
     doc = json.loads((ROOT / "docs/server_openapi.json").read_text())
     assert doc == json.loads(json.dumps(openapi_schema())), "regenerate: python -m backend schema --openapi --out docs/server_openapi.json"
+
+
+# --- the audit's findings (issue 14) -------------------------------------------------------------
+
+
+class InProcessServer:
+    """The real app on a real uvicorn server, in a thread of this process, so a test can reach the
+    worker object (fault injection) while talking HTTP to it like any client."""
+
+    def __init__(self, jobs_dir: Path, **app_kw) -> None:
+        import uvicorn
+
+        from backend.server.app import create_app
+
+        self.app = create_app(jobs_dir, **app_kw)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> InProcessServer:
+        self.thread.start()
+        wait_healthy(self.url, 60)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+
+
+def test_run_job_writes_the_result_before_the_final_event(tmp_path):
+    job = JobFolder.create(tmp_path / "job", parse_spec(spec()))
+    seen = {}
+
+    def on_event(ev):
+        if ev.stage in ("done", "failed", "cancelled"):
+            seen[ev.stage] = json.loads((job.root / "result.json").read_text())["status"]
+
+    assert run_job(job, progress=on_event).status == "done"
+    assert seen == {"done": "done"}
+    assert "outputs/" in job.events()[-1].message and str(tmp_path) not in job.events()[-1].message
+
+
+def test_whoever_sees_the_final_event_can_read_the_result(server, tmp_path):
+    """The event stream ends only on a finished record: at the final event, status and result are final."""
+    c = server.client()
+    for seed in range(4):
+        job_id = c.submit(spec(steps=2, seed=seed))
+        at_final = []
+
+        def on_event(ev, job_id=job_id, at_final=at_final):
+            if ev["stage"] in ("done", "failed", "cancelled", "interrupted"):
+                at_final.append((c.status(job_id)["state"], requests.get(f"{server.url}/jobs/{job_id}/result", timeout=5).status_code))
+
+        assert c.wait(job_id, on_event=on_event)["status"] == "done"
+        assert at_final == [("done", 200)]
+    job = JobFolder.create(tmp_path / "local", parse_spec(spec()))
+    assert run_remote_job(c, job.root)["status"] == "done"
+
+
+def test_an_error_outside_run_job_fails_the_job_and_the_worker_goes_on(tmp_path, caplog):
+    with InProcessServer(tmp_path / "jobs") as s:
+        store = s.app.state.store
+        real = store.set_state
+
+        def broken(job_id, state):
+            if state == "running" and not broken.done:
+                broken.done = True
+                raise OSError(28, "No space left on device")
+            real(job_id, state)
+
+        broken.done = False
+        store.set_state = broken
+        c = Client(s.url)
+        first, second = c.submit(spec()), c.submit(spec(seed=1))
+        res = c.wait(first)
+        assert res["status"] == "failed" and "No space left on device" in res["error"]
+        assert str(tmp_path) not in res["error"]
+        assert c.wait(second)["status"] == "done"
+        assert c.health()["worker_alive"] is True
+        assert any("error outside the run" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the worker's death is the point
+def test_health_reports_a_dead_worker(tmp_path):
+    with InProcessServer(tmp_path / "jobs") as s:
+        worker = s.app.state.worker
+
+        def die(job_id):
+            raise SystemExit("simulated fatal error")
+
+        worker._run_one = die
+        c = Client(s.url)
+        c.submit(spec())
+        h = wait_for(lambda: (lambda h: h if not h["worker_alive"] else None)(c.health()), timeout=30)
+        assert h["status"] == "worker-dead" and "simulated fatal error" in h["worker_error"]
+
+
+def _png(w: int, h: int) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((h, w, 3), np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_uploads_are_checked_by_content_and_per_job_pixels(tmp_path):
+    import OpenImageIO as oiio
+
+    exr = tmp_path / "wide.exr"
+    out = oiio.ImageOutput.create(str(exr))
+    out.open(str(exr), oiio.ImageSpec(5000, 2, 3, "half"))
+    out.write_image(np.zeros((2, 5000, 3), np.float32))
+    out.close()
+    with InProcessServer(tmp_path / "jobs", limits=_limits(max_job_pixels=10_000)) as s:
+        job = {"spec": json.dumps(spec())}
+        for name, data in (("x.img", _png(4097, 1)), ("e.bin", exr.read_bytes()), ("d.dat", _npy((1, 5000)))):
+            r = requests.post(s.url + "/jobs", data=job, files=[("files", (name, data))], timeout=30)
+            assert r.status_code == 413 and "largest side" in r.json()["detail"], (name, r.text)
+        r = requests.post(s.url + "/jobs", data=job, files=[("files", ("a.png", _png(80, 80))), ("files", ("b.png", _png(80, 80)))], timeout=30)
+        assert r.status_code == 413 and "pixels in all" in r.json()["detail"]
+        assert not list((tmp_path / "jobs").glob(".incoming-*"))
+
+
+def _limits(**kw):
+    from backend.server.app import Limits
+
+    return Limits(**kw)
+
+
+def _npy(shape) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, np.zeros(shape, np.float32))
+    return buf.getvalue()
+
+
+def test_routes_refuse_odd_names_docs_need_the_token_and_4xx_bodies_match_the_schema(tmp_path):
+    token = "A" * 5 + "bcdefghijklmnopqrstuvw"
+    with InProcessServer(tmp_path / "jobs", token=token, limits=_limits(max_request_bytes=1 << 20)) as s:
+        auth = {"Authorization": f"Bearer {token}"}
+        for path in ("/openapi.json", "/docs", "/redoc"):
+            assert requests.get(s.url + path, timeout=5).status_code == 401, path
+            assert requests.get(s.url + path, headers=auth, timeout=5).status_code == 200, path
+        c = Client(s.url, token)
+        job_id = c.submit(spec())
+        c.wait(job_id)
+        for bad in ("outputs/a%00b.png", "outputs/" + "x" * 5000, "outputs/" + "y" * 300 + ".png"):
+            r = requests.get(f"{s.url}/jobs/{job_id}/files/{bad}", headers=auth, timeout=5)
+            assert r.status_code == 404, (bad[:40], r.status_code)
+        r = requests.post(s.url + "/jobs", data={"spec": json.dumps(spec())}, files=[("files", ("v.png\n", _png(8, 8)))], headers=auth,
+                          timeout=10)  # fmt: skip
+        assert r.status_code == 400 and "not allowed" in r.json()["detail"]
+
+        def chunks():  # a well-formed multipart upload, sent chunked (no Content-Length), that never stops growing
+            yield b'--z\r\nContent-Disposition: form-data; name="files"; filename="a.png"\r\n\r\n'
+            for _ in range(40):
+                yield b"x" * 65536
+
+        r = requests.post(s.url + "/jobs", data=chunks(), headers=auth | {"Content-Type": "multipart/form-data; boundary=z"}, timeout=30)
+        assert r.status_code == 413
+        nan_spec = json.dumps(spec()).replace('"lam": 0.3', '"lam": NaN')
+        r = requests.post(s.url + "/jobs", data={"spec": nan_spec}, headers=auth, timeout=10)
+        assert r.status_code == 422 and "finite" in r.json()["detail"]
+        r = requests.get(f"{s.url}/jobs/{job_id}/events", params={"since": -1}, headers=auth, timeout=10)
+        assert r.status_code == 422 and isinstance(r.json()["detail"], str) and "since" in r.json()["detail"]
+        assert not list((tmp_path / "jobs").glob(".incoming-*"))
+
+
+def test_new_token_is_strong_and_weak_tokens_are_refused_beyond_loopback(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("COUPLED_EDIT_TOKEN", None)
+    serve = [sys.executable, "-m", "backend", "serve", "--host", "0.0.0.0", "--jobs-dir", str(tmp_path)]
+    r = subprocess.run([*serve, "--token", "s3cret"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "weak token" in r.stderr and "Traceback" not in r.stderr
+    port = free_port()
+    proc = subprocess.Popen([*serve[:5], "127.0.0.1", "--port", str(port), "--jobs-dir", str(tmp_path), "--new-token"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        token = proc.stdout.readline().strip().removeprefix("token: ")
+        from backend.cli import token_problem
+
+        assert token_problem(token) is None and len(token) >= 22
+        wait_healthy(f"http://127.0.0.1:{port}", 60, proc)
+        assert requests.get(f"http://127.0.0.1:{port}/jobs", timeout=5).status_code == 401
+        assert Client(f"http://127.0.0.1:{port}", token).jobs() == []
+    finally:
+        stop_server(proc)
+
+
+def test_cli_job_commands_fail_with_one_clear_line(tmp_path):
+    (tmp_path / "dir" / "job.json").mkdir(parents=True)
+    (tmp_path / "latin1").mkdir()
+    (tmp_path / "latin1" / "job.json").write_bytes('{"task": "caf\xe9"}'.encode("latin-1"))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cases = {
+        str(tmp_path / "nowhere"): "does not exist",
+        str(tmp_path / "dir"): "is a folder, not a file",
+        str(tmp_path / "latin1"): "is not UTF-8",
+    }
+    for cmd in ("validate-job", "run-job"):
+        for path, words in cases.items():
+            r = subprocess.run([sys.executable, "-m", "backend", cmd, path], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+            assert r.returncode == 2, (cmd, path, r.stderr)
+            assert words in r.stderr and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr

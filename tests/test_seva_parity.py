@@ -1,20 +1,19 @@
 """SEVA against the reference implementation's fixtures (random weights, CPU float32).
 
 The fixture folder comes from ``SEVA_FIXTURES`` (default ``../shared/fixtures/seva``, the
-shared folder beside the checkout; a byte-identical copy lives in ``tests/fixtures/seva`` for
-machines without it). Tolerances are the fixture README's.
+shared folder beside the checkout, as in CI's fresh clone). Tolerances are the fixture README's.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
+from shared_fixtures import fixture_dir, research_file
 
 from backend.models.seva import SevaConfig, SevaNet, chunking, preprocess
 from backend.models.seva import cameras as C
@@ -25,14 +24,7 @@ from backend.models.seva.sampling import SIGMA_TABLE, SevaDenoiser, build_condit
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _fixture_dir() -> Path:
-    if os.environ.get("SEVA_FIXTURES"):
-        return Path(os.environ["SEVA_FIXTURES"])
-    shared = ROOT.parent / "shared" / "fixtures" / "seva"
-    return shared if shared.is_dir() else ROOT / "tests" / "fixtures" / "seva"
-
-
-FIX = _fixture_dir()
+FIX = fixture_dir("seva")
 
 
 def js(name: str):
@@ -74,9 +66,7 @@ def net(tmp_path_factory, main_config) -> SevaNet:
 
 
 def test_default_config_has_the_official_keys_and_shapes():
-    rows = ROOT.parent / "shared" / "research" / "seva_state_dict_keys.tsv"
-    if not rows.exists():
-        rows = ROOT / "tests" / "fixtures" / "seva_state_dict_keys.tsv"
+    rows = research_file("seva_state_dict_keys.tsv")
     expected = {}
     for line in rows.read_text().splitlines()[1:]:
         k, shape = line.split("\t")

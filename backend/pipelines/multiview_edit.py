@@ -62,6 +62,7 @@ class EditSettings:
     seed: int = 0
     step: str = "ddpm"
     alignment: str = "step"
+    join: str = "noise"  # alignment="sigma": a late participant starts from noise or its partner's x0_hat
     max_pull: float | None = 0.5
 
 
@@ -169,6 +170,7 @@ def edit_views(
             step=s.step,
             alignment=s.alignment,
             sigmas=sigmas if s.alignment == "sigma" else None,
+            join=s.join,
             max_pull=s.max_pull,
             callback=_tag(callback, f"window {w_i + 1}/{len(chunks)}"),
             should_cancel=should_cancel,

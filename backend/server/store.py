@@ -94,9 +94,9 @@ class JobStore:
         with self.lock:
             if job.result() is not None:
                 return
-            job.append_log(ProgressEvent(job_id=job_id, stage=status, message=message))
             job.write_result(JobResult(job_id=job_id, status=status, error=message, finished_at=time.time()))
             self.set_state(job_id, status)
+            job.append_log(ProgressEvent(job_id=job_id, stage=status, message=message))  # after the result, as run_job does
 
     def records(self) -> list[JobRecord]:
         out = []

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 
 from ..runner import ModelCache, run_job
 from .store import JobStore, UnknownJob
+
+log = logging.getLogger(__name__)
 
 
 class Worker:
@@ -19,6 +22,7 @@ class Worker:
         self._cancel: dict[str, threading.Event] = {}
         self._release_after_job = False
         self.current: str | None = None
+        self.death: str | None = None  # why the loop thread ended, if it did
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="coupled-edit-worker", daemon=True)
 
@@ -79,27 +83,46 @@ class Worker:
             return False
 
     # -- the loop -------------------------------------------------------------------------------
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
     def _loop(self) -> None:
-        while True:
-            job_id = self._queue.get()
-            if job_id is None:
-                return
-            with self._lock:
-                if job_id not in self._pending:
-                    continue  # cancelled while waiting
-                self._pending.remove(job_id)
-                self.current = job_id
-                cancel = self._cancel[job_id]
+        try:
+            while True:
+                job_id = self._queue.get()
+                if job_id is None:
+                    return
+                self._run_one(job_id)
+        except BaseException as e:  # the thread is ending: say so where people look
+            self.death = f"{type(e).__name__}: {e}"
+            log.critical("the GPU worker stopped: %s; restart the server", self.death, exc_info=True)
+            raise
+
+    def _run_one(self, job_id: str) -> None:
+        with self._lock:
+            if job_id not in self._pending:
+                return  # cancelled while waiting
+            self._pending.remove(job_id)
+            self.current = job_id
+            cancel = self._cancel[job_id]
+        try:
+            self.store.set_state(job_id, "running")
+            result = run_job(self.store.folder(job_id), should_cancel=cancel.is_set, cache=self.cache)
+            self.store.set_state(job_id, result.status)
+            log.info("job %s %s", job_id, result.status)
+        except UnknownJob:
+            log.info("job %s was deleted before it ran", job_id)
+        except Exception as e:  # noqa: BLE001 - outside run_job (store, disk): the job fails, the worker goes on
+            log.exception("job %s: error outside the run", job_id)
             try:
-                self.store.set_state(job_id, "running")
-                result = run_job(self.store.folder(job_id), should_cancel=cancel.is_set, cache=self.cache)
-                self.store.set_state(job_id, result.status)
-            except UnknownJob:
-                pass  # deleted while queued
-            finally:
-                with self._lock:
-                    self.current = None
-                    self._cancel.pop(job_id, None)
-                    release, self._release_after_job = self._release_after_job, False
-                if release:
-                    self.cache.clear()
+                self.store.finish_without_running(job_id, "failed", f"server error while running the job: {type(e).__name__}: {e}")
+            except Exception:  # noqa: BLE001 - the job folder itself is unusable; nothing more to record
+                log.exception("job %s: could not record the failure", job_id)
+        finally:
+            with self._lock:
+                self.current = None
+                self._cancel.pop(job_id, None)
+                release, self._release_after_job = self._release_after_job, False
+            if release:
+                self.cache.clear()

@@ -7,10 +7,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..jobs import JobFolder, JobSpec, OutputFile
-from .common import Reporter, slug, write_metadata
+from ..naming import view_stem
+from .common import Reporter, write_metadata
 from .views import consistency_outputs, load_seva
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from ..runner import ModelCache
 
 
@@ -163,7 +166,7 @@ def spatial_edit(spec: JobSpec, job: JobFolder, rep: Reporter, should_cancel, ca
         ce = coarse_edit(rgba[..., :3], np.load(job.input_path(v.depth)), np.load(job.input_path(v.object_index)), np.array(v.K),
                          np.array(v.c2w), edits)  # fmt: skip
         after_depth[v.name] = ce.depth
-        name = f"outputs/coarse_{slug(v.name, 60)}.png"
+        name = f"outputs/coarse_{view_stem(spec.views.index(v), v.name)}.png"
         Image.fromarray(np.clip(ce.rgba, 0, 255).astype(np.uint8), "RGBA").save(job.root / name)
         extra_outputs.append(OutputFile(path=name, kind="image", view=v.name, role="coarse_edit"))
         seed = spec.sampling.seed + spec.views.index(v)
@@ -185,7 +188,6 @@ def edit_views_job(
 
     ``make_view(view, rgba) -> EditView`` prepares a view for the editor; ``finish(view, image)`` turns
     a working-size result into the view's output image (default: resized to the view's size)."""
-    import numpy as np
     from PIL import Image
 
     from ..media import save_image, side_by_side, tensor_to_pil
@@ -195,13 +197,7 @@ def edit_views_job(
     rep.emit("loading", message="preparing views")
     views = []
     for v in spec.views:
-        im = Image.open(job.input_path(v.image))
-        if "A" not in im.getbands():
-            raise ValueError(
-                f"view {v.name!r} has no alpha channel: the editors composite the foreground from the exact alpha; "
-                "render with a transparent film"
-            )
-        views.append(make_view(v, np.asarray(im.convert("RGBA"), dtype=np.float64)))
+        views.append(make_view(v, view_rgba(job, v)))
     s, mv = spec.sampling, spec.multiview
     settings = EditSettings(
         prompt=spec.edit.prompt,
@@ -218,6 +214,7 @@ def edit_views_job(
         seed=s.seed,
         step=s.step or d.step,
         alignment=s.alignment,
+        join=s.join,
         max_pull=s.max_pull,
     )
 
@@ -227,9 +224,9 @@ def edit_views_job(
     res = edit_views(seva, editor, views, spec.reference_view, settings, callback=on_step, should_cancel=should_cancel)
     rep.emit("writing")
     outputs, pils = [], []
-    for v, img in zip(spec.views, res.images, strict=True):
+    for i, (v, img) in enumerate(zip(spec.views, res.images, strict=True)):
         pil = finish(v, img) if finish else tensor_to_pil(resize_to(img, v.width, v.height))
-        name = f"outputs/{slug(v.name, 60)}.png"
+        name = f"outputs/{view_stem(i, v.name)}.png"
         save_image(pil, job.root / name)
         pils.append(pil)
         outputs.append(
@@ -252,3 +249,24 @@ def edit_views_job(
     write_metadata(job, meta)
     outputs.append(OutputFile(path="outputs/metadata.json", kind="json", role="metadata"))
     return outputs, meta
+
+
+def view_rgba(job: JobFolder, v) -> np.ndarray:
+    """(H, W, 4) float64 in 0..255: the view's image with its exact alpha, from ``View.alpha`` when the
+    view names one (a photo with a separate mask), else from the image's own alpha channel."""
+    import numpy as np
+    from PIL import Image
+
+    im = Image.open(job.input_path(v.image))
+    if v.alpha:
+        mask = Image.open(job.input_path(v.alpha))
+        mask = mask.getchannel("A") if "A" in mask.getbands() else mask.convert("L")
+        rgba = im.convert("RGB")
+        rgba.putalpha(mask)
+        return np.asarray(rgba, dtype=np.float64)
+    if "A" not in im.getbands():
+        raise ValueError(
+            f"view {v.name!r} has no alpha: the editors composite the foreground from the exact alpha; render with a "
+            "transparent film, or give the view an 'alpha' mask file"
+        )
+    return np.asarray(im.convert("RGBA"), dtype=np.float64)

@@ -6,7 +6,8 @@ import json
 from typing import TYPE_CHECKING
 
 from ..jobs import JobFolder, JobSpec, OutputFile
-from .common import Reporter, slug, write_metadata
+from ..naming import view_stem
+from .common import Reporter, write_metadata
 
 if TYPE_CHECKING:
     from ..runner import ModelCache
@@ -49,7 +50,7 @@ def novel_views(spec: JobSpec, job: JobFolder, rep: Reporter, should_cancel, cac
     outputs, pils = [], []
     for (v, _), img in zip(targets, res.images, strict=True):
         pil = tensor_to_pil(img).resize((v.width, v.height), resample=3)  # back to the view's own size
-        name = f"outputs/{slug(v.name, 60)}.png"
+        name = f"outputs/{view_stem(spec.views.index(v), v.name)}.png"
         save_image(pil, job.root / name)
         pils.append(pil)
         outputs.append(OutputFile(path=name, kind="image", view=v.name, role="result"))
