@@ -101,4 +101,5 @@ def check_view_sizes(inputs: Path, views) -> None:
             elif (info.width, info.height) != (v.width, v.height):
                 wrong.append(f"{v.name}.{field} ({name}) is {info.width}x{info.height}, the view is {v.width}x{v.height}")
     if wrong:
-        raise InputFileError("input files do not fit their views: " + "; ".join(wrong) + ". Re-export the rig (every pass at the view's size)")
+        hint = "Re-export the rig (every pass at the view's size)"
+        raise InputFileError("input files do not fit their views: " + "; ".join(wrong) + f". {hint}")

@@ -448,7 +448,8 @@ def test_uploads_are_checked_by_content_and_per_job_pixels(tmp_path):
         for name, data in (("x.img", _png(4097, 1)), ("e.bin", exr.read_bytes()), ("d.dat", _npy((1, 5000)))):
             r = requests.post(s.url + "/jobs", data=job, files=[("files", (name, data))], timeout=30)
             assert r.status_code == 413 and "largest side" in r.json()["detail"], (name, r.text)
-        r = requests.post(s.url + "/jobs", data=job, files=[("files", ("a.png", _png(80, 80))), ("files", ("b.png", _png(80, 80)))], timeout=30)
+        two = [("files", ("a.png", _png(80, 80))), ("files", ("b.png", _png(80, 80)))]
+        r = requests.post(s.url + "/jobs", data=job, files=two, timeout=30)
         assert r.status_code == 413 and "pixels in all" in r.json()["detail"]
         assert not list((tmp_path / "jobs").glob(".incoming-*"))
 
