@@ -19,6 +19,8 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from .. import __version__
 from ..input_files import InputFileError
@@ -29,6 +31,9 @@ from .store import FINAL, JobStore, UnknownJob
 from .worker import Worker
 
 CHUNK = 1 << 20
+# A job that runs anywhere in seconds (tiny random Flux): the OpenAPI example of a submission.
+EXAMPLE_SPEC = json.dumps({"task": "couple_images", "edit": {"prompts": ["a red cube", "a blue cube"]},
+                           "models": {"generator": "flux-tiny"}, "sampling": {"steps": 2}, "output": {"width": 32, "height": 32}})  # fmt: skip
 MAX_PATH_CHARS = 1000
 
 
@@ -223,8 +228,10 @@ def create_app(jobs_dir: str | Path, token: str | None = None, limits: Limits | 
 
     @app.post("/jobs", response_model=JobStatus, status_code=201, tags=["jobs"], dependencies=[Depends(auth)], responses=errors(429))
     async def submit(
-        spec: Annotated[str, Form(description="the JobSpec as JSON")],
-        files: Annotated[list[UploadFile] | None, File(description="inputs the spec names (file name = the name in the spec)")] = None,
+        spec: Annotated[
+            str, Form(min_length=2, description="the JobSpec as a JSON object (docs/job_spec.schema.json)", examples=[EXAMPLE_SPEC])
+        ],
+        files: Annotated[list[UploadFile], File(description="inputs the spec names (file name = the name in the spec)")] = [],  # noqa: B006
     ) -> JobStatus:
         files = files or []
         try:
@@ -415,6 +422,18 @@ def create_app(jobs_dir: str | Path, token: str | None = None, limits: Limits | 
     @app.exception_handler(UnknownJob)
     async def unknown(_: Request, exc: UnknownJob):
         return JSONResponse({"detail": f"no job {exc.args[0]!r} on this server"}, status_code=404)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # say which methods the path has (RFC 9110 requires Allow on 405)
+            methods = set()
+            for route in app.router.routes:
+                match, _ = route.matches(request.scope)
+                if match is Match.PARTIAL and getattr(route, "methods", None):
+                    methods |= route.methods
+            headers["Allow"] = ", ".join(sorted(methods))
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError):
