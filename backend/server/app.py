@@ -32,8 +32,15 @@ from .worker import Worker
 
 CHUNK = 1 << 20
 # A job that runs anywhere in seconds (tiny random Flux): the OpenAPI example of a submission.
-EXAMPLE_SPEC = json.dumps({"task": "couple_images", "edit": {"prompts": ["a red cube", "a blue cube"]},
-                           "models": {"generator": "flux-tiny"}, "sampling": {"steps": 2}, "output": {"width": 32, "height": 32}})  # fmt: skip
+EXAMPLE_SPEC = json.dumps(
+    {
+        "task": "couple_images",
+        "edit": {"prompts": ["a red cube", "a blue cube"]},
+        "models": {"generator": "flux-tiny"},
+        "sampling": {"steps": 2},
+        "output": {"width": 32, "height": 32},
+    }
+)
 MAX_PATH_CHARS = 1000
 
 
