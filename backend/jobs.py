@@ -233,7 +233,16 @@ class Models(_Strict):
     editor: str | None = None
     multiview: str | None = None
     generator: str | None = None
-    source: str | None = Field(None, max_length=1000, description="local folder (or hub id) holding the weights of the chosen model")
+    source: str | None = Field(
+        None, max_length=1000, description="local folder/file (or hub id) with the weights of the editor or generator (not SEVA)"
+    )
+    multiview_source: str | None = Field(None, max_length=1000, description="local file/folder (or hub id) with SEVA's weights")
+    paths: dict[str, Annotated[str, Field(min_length=1, max_length=1000)]] = Field(
+        default_factory=dict,
+        max_length=64,
+        description="registry key -> local file or folder with that model's weights, for any model a task loads "
+        "(e.g. seva-vae, seva-clip, ic-light-fc, ic-light-base, zero123-xl, controlnet-depth, magicfixup)",
+    )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     device: Literal[DEVICES] = "auto"
     offload: Literal["none", "model", "sequential"] = "none"
@@ -245,6 +254,22 @@ class Models(_Strict):
         if v is not None and v not in MODELS:
             raise ValueError(f"unknown model {v!r}; known models: {', '.join(sorted(MODELS))}")
         return v
+
+    @field_validator("paths")
+    @classmethod
+    def _paths(cls, v: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(k for k in v if k not in MODELS or MODELS[k].tiny)
+        if unknown:
+            known = ", ".join(k for k in MODELS if not MODELS[k].tiny)
+            raise ValueError(f"paths: {unknown} are not registry models with weights; known: {known}")
+        return v
+
+    def local(self, key: str, fallback: str | None = None) -> str:
+        """Where registry model ``key`` loads from: its entry in ``paths``, else ``fallback``
+        (``source``/``multiview_source``), else the key itself (the hub); "tiny" for random models."""
+        if MODELS[key].tiny:
+            return "tiny"
+        return self.paths.get(key) or fallback or key
 
 
 class JobSpec(_Strict):
@@ -300,9 +325,10 @@ class JobSpec(_Strict):
             want = "ic_light" if self.task == "relight_text" else "sd"
             if self.models.editor is not None and MODELS[self.models.editor].kind != want:
                 raise ValueError(f"models.editor: {self.models.editor!r} is not a model of kind {want!r} (task {self.task!r})")
-        if self.task == "relight_text" and "fbc" in (self.models.editor or "") and not self.edit.background:
+        fbc = self.models.editor is not None and MODELS[self.models.editor].variant == "fbc"
+        if self.task == "relight_text" and fbc and not self.edit.background:
             raise ValueError(f"edit.background: IC-Light fbc ({self.models.editor!r}) needs a background image in inputs/")
-        if self.task == "relight_text" and "fbc" not in (self.models.editor or "") and self.edit.background:
+        if self.task == "relight_text" and not fbc and self.edit.background:
             raise ValueError("edit.background is only used by IC-Light fbc: set models.editor to 'ic-light-fbc' or drop it")
         if self.task == "relight_envmap":
             if not self.edit.envmap:

@@ -104,7 +104,19 @@ def test_relight_job_end_to_end(tmp_path):
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "rgb.png")
     files2 = dict(files, **{"v0.png": tmp_path / "rgb.png"})
     job2 = JobFolder.create(tmp_path / "job2", parse_spec(spec), files2)
-    assert "no alpha channel" in run_job(job2).error
+    assert "has no alpha" in run_job(job2).error and "'alpha' mask file" in run_job(job2).error
+    # ... unless the view names its mask in View.alpha: the same pixels as the RGBA render, the same result
+    rgba0 = np.asarray(Image.open(files["v0.png"]))
+    Image.fromarray(rgba0[..., :3]).save(tmp_path / "rgb0.png")
+    Image.fromarray(rgba0[..., 3]).save(tmp_path / "mask0.png")
+    spec3 = json.loads(json.dumps(spec))
+    spec3["views"][0] |= {"image": "rgb0.png", "alpha": "mask0.png"}
+    files3 = {k: v for k, v in files.items() if k != "v0.png"} | {"rgb0.png": tmp_path / "rgb0.png", "mask0.png": tmp_path / "mask0.png"}
+    job3 = JobFolder.create(tmp_path / "job3", parse_spec(spec3), files3)
+    assert run_job(job3).status == "done"
+    for o in json.loads((job.root / "result.json").read_text())["outputs"]:
+        if o.get("view"):
+            assert np.array_equal(np.asarray(Image.open(job.root / o["path"])), np.asarray(Image.open(job3.root / o["path"]))), o
 
 
 def test_relight_specs_need_a_prompt_and_images():
@@ -220,5 +232,25 @@ def test_relight_fbc_job_uses_the_background_file(tmp_path):
         job = JobFolder.create(tmp_path / f"job{level}", parse_spec(spec), dict(files, **{"bg.png": tmp_path / "bg.png"}))
         res = run_job(job)
         assert res.status == "done", res.error
-        out.append(np.asarray(Image.open(job.root / "outputs/cam-0.png")))
+        out.append(np.asarray(Image.open(job.root / "outputs/000_cam_0.png")))
     assert not np.array_equal(*out)
+
+
+def test_views_whose_names_slug_alike_never_share_an_output_file(tmp_path):
+    """'Cam 1', 'CAM 1', 'Cam_1', '前', '後' once all wrote outputs/cam-1.png (or prompt.png): the job said done
+    and one image stood for several cameras. Names now start with the view's index."""
+    names = ["Cam 1", "CAM 1", "Cam_1", "前", "後"]
+    views, files = [], {}
+    for i, (v, name) in enumerate(zip(rig(5), names, strict=True)):
+        Image.fromarray(v.rgba.astype(np.uint8), "RGBA").save(tmp_path / f"v{i}.png")
+        files[f"v{i}.png"] = tmp_path / f"v{i}.png"
+        views.append({"name": name, "width": 64, "height": 64, "K": K.tolist(), "c2w": v.c2w.tolist(), "image": f"v{i}.png"})
+    spec = {"task": "relight_text", "views": views, "edit": {"prompt": "window light"}, "models": {"multiview": "seva-tiny", "editor":
+            "ic-light-tiny"}, "sampling": {"steps": 2}, "multiview": {"window": 5, "size": 64}}  # fmt: skip
+    job = JobFolder.create(tmp_path / "job", parse_spec(spec), files)
+    res = run_job(job)
+    assert res.status == "done", res.error
+    per_view = {o.view: o.path for o in res.outputs if o.view}
+    assert sorted(per_view) == sorted(names) and len(set(per_view.values())) == 5
+    assert per_view["Cam 1"] == "outputs/000_Cam_1.png" and per_view["前"] == "outputs/003.png"
+    assert all((job.root / p).is_file() for p in per_view.values())

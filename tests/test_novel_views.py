@@ -133,10 +133,10 @@ def test_cli_novel_views_end_to_end(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "tiny random weights" in r.stdout and "7 targets from 1 inputs" in r.stdout
     for i in range(1, 8):
-        assert Image.open(out / f"outputs/orbit-{i}.png").size == (96, 64)
+        assert Image.open(out / f"outputs/{i:03d}_orbit_{i}.png").size == (96, 64)
     result = json.loads((out / "result.json").read_text())
     assert result["status"] == "done" and {o["view"] for o in result["outputs"] if o["view"]} == {f"orbit {i}" for i in range(1, 8)}
-    assert json.loads((out / "job.json").read_text())["views"][0]["image"] == "front.png"
+    assert json.loads((out / "job.json").read_text())["views"][0]["image"] == "000_front.png"
 
 
 def test_vae_wrapper_is_scaled_posterior_mean_and_chunking_changes_nothing(model):

@@ -82,7 +82,7 @@ def test_spatial_edit_job_end_to_end(tmp_path):
     assert res.status == "done", res.error
     roles = sorted(o.role for o in res.outputs if o.view == "cam 2")
     assert roles == ["coarse_edit", "result"]
-    coarse = np.asarray(Image.open(job.root / "outputs/coarse_cam-2.png"))
+    coarse = np.asarray(Image.open(job.root / "outputs/coarse_002_cam_2.png"))
     assert (coarse[..., 3] == 0).any() and (coarse[..., 3] == 255).any()  # holes where the object left
     meta = json.loads((job.root / "outputs/metadata.json").read_text())
     assert meta["editor"]["editor"] == "magic-fixup" and meta["working_size_hw"] == [512, 512]

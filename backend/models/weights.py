@@ -8,17 +8,66 @@ that says what to do.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import torch
 
-from ..registry import MODELS, ModelEntry
+from ..registry import MODELS, ModelEntry, entry
+
+log = logging.getLogger(__name__)
+_announced: set[str] = set()
 
 
 class ModelUnavailable(RuntimeError):
     """The weights cannot be loaded; the message says why and what to do."""
+
+
+def announce_licence(e: ModelEntry) -> None:
+    """Say once per process that a model's weights are for non-commercial use (SEVA, FLUX.1-dev, Magic Fixup)."""
+    if e.non_commercial and e.key not in _announced:
+        _announced.add(e.key)
+        log.warning("%s (%s) is under the %s: non-commercial use only", e.key, e.repo, e.licence)
+
+
+def weights_location(key: str, paths: Mapping[str, str] | None = None) -> str:
+    """What ``from_pretrained`` reads for registry model ``key``: the user's local copy (``paths[key]``,
+    which must exist), else its hub repo id (the cache, downloading when allowed)."""
+    e = entry(key)
+    announce_licence(e)
+    local = (paths or {}).get(key)
+    if local:
+        p = Path(local).expanduser()
+        if not p.exists():
+            raise ModelUnavailable(f"models.paths[{key!r}]: {p} does not exist; point it at your copy of {e.repo}")
+        return str(p)
+    if e.repo is None:
+        raise ModelUnavailable(f"{key!r} is a tiny random model; it has no weights to load")
+    return e.repo
+
+
+def weights_file(key: str, paths: Mapping[str, str] | None = None, filename: str | None = None) -> Path:
+    """One weights file of registry model ``key``: ``paths[key]`` (the file itself, or a folder holding
+    it), else the hub cache (downloading when allowed); hub errors say what to do."""
+    e = entry(key)
+    name = filename or e.filename
+    if not name:
+        raise ValueError(f"registry entry {key!r} names no file")
+    announce_licence(e)
+    local = (paths or {}).get(key)
+    if local:
+        p = Path(local).expanduser()
+        if p.is_file():
+            return p
+        if p.is_dir() and (p / name).is_file():
+            return p / name
+        raise ModelUnavailable(f"models.paths[{key!r}]: {p} is neither the weights file nor a folder holding {name}")
+    from huggingface_hub import hf_hub_download
+
+    with friendly_hub_errors(e.repo, gated=e.gated, filename=name):
+        return Path(hf_hub_download(e.repo, name, revision=e.revision))
 
 
 def resolve_source(model: str, source: str | None = None) -> tuple[str, ModelEntry | None]:
@@ -28,6 +77,7 @@ def resolve_source(model: str, source: str | None = None) -> tuple[str, ModelEnt
     """
     if model in MODELS:
         e = MODELS[model]
+        announce_licence(e)
         if source:
             if e.repo is None:
                 raise ModelUnavailable(f"{model!r} is a tiny random model; it takes no weights source")
@@ -41,14 +91,17 @@ def resolve_source(model: str, source: str | None = None) -> tuple[str, ModelEnt
 
 
 @contextlib.contextmanager
-def friendly_hub_errors(repo: str, gated: bool = False) -> Iterator[None]:
-    """Turn hub/cache errors into one message that names the repo and the fix."""
+def friendly_hub_errors(repo: str, gated: bool = False, filename: str | None = None) -> Iterator[None]:
+    """Turn hub/cache errors into one message that names the repo (and file) and the fix."""
     try:
         yield
     except Exception as e:  # noqa: BLE001 - classify below, re-raise the rest untouched
         name = type(e).__name__
         text = str(e)
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+        if name == "EntryNotFoundError" or (not offline and "404" in text and "Entry Not Found" in text):
+            what = f"file {filename!r}" if filename else "a file it needs"
+            raise ModelUnavailable(f"{what} is not in repo {repo} (404): the registry entry or your local path names the wrong file") from e
         if name in ("GatedRepoError",) or "gated" in text.lower() or (gated and "401" in text):
             raise ModelUnavailable(
                 f"{repo} is gated: accept its licence on the model's hub page, then log in (`hf auth login`) or set HF_TOKEN"
@@ -119,7 +172,8 @@ def cache_marker(entry: ModelEntry) -> str:
     """The file whose presence in the hub cache means the model is there."""
     if entry.filename:
         return entry.filename
-    name = "config.json" if entry.kind in ("vae", "clip") else "model_index.json"
+    # single models (a VAE, CLIP, a ControlNet) have config.json; pipelines have model_index.json
+    name = "config.json" if entry.kind in ("vae", "clip", "controlnet") else "model_index.json"
     return f"{entry.subfolder}/{name}" if entry.subfolder else name
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..jobs import JobFolder, JobSpec, OutputFile
 from ..naming import view_stem
+from ..registry import MODELS, TASK_DEFAULTS
 from .common import Reporter, write_metadata
 from .views import consistency_outputs, load_seva
 
@@ -23,13 +23,14 @@ def relight_text(spec: JobSpec, job: JobFolder, rep: Reporter, should_cancel, ca
 
     from ..models.editors.ic_light import load_ic_light
 
-    ed_key = spec.models.editor or "ic-light-fc"
-    variant = "fbc" if "fbc" in ed_key else "fc"
-    base = "tiny" if ed_key.endswith("-tiny") else (spec.models.source or "ic-light-base")
+    m = spec.models
+    ed = MODELS[m.editor or "ic-light-fc"]
+    ed_key = ed.key
+    base = "tiny" if ed.tiny else m.local("ic-light-base", m.source)
     rep.emit("loading", message=f"loading {ed_key}")
     editor = cache.get(
-        ("editor", ed_key, base, spec.models.dtype, spec.models.device),
-        lambda: load_ic_light(variant, base=base, dtype=spec.models.dtype, device=spec.models.device),
+        ("editor", ed_key, base, m.paths.get(ed_key), m.dtype, m.device),
+        lambda: load_ic_light(ed.variant, base=base, offsets=ed_key, paths=m.paths, dtype=m.dtype, device=m.device),
     )
     background = None
     if spec.edit.background:
@@ -41,8 +42,8 @@ def relight_text(spec: JobSpec, job: JobFolder, rep: Reporter, should_cancel, ca
         h, w = rgb.shape[:2]
         return {"background": np.asarray(Image.fromarray(background.astype(np.uint8)).resize((w, h), 3), dtype=np.float64)}
 
-    defaults = EditDefaults(lam=0.015, cfg=2.0, steps=25)
-    return edit_views_job(spec, job, rep, should_cancel, cache, editor, ed_key, with_extras(extras), f"relit: {spec.edit.prompt}", defaults)
+    caption = f"relit: {spec.edit.prompt}"
+    return edit_views_job(spec, job, rep, should_cancel, cache, editor, ed_key, with_extras(extras), caption)
 
 
 def stylize(spec: JobSpec, job: JobFolder, rep: Reporter, should_cancel, cache: ModelCache):
@@ -55,9 +56,11 @@ def stylize(spec: JobSpec, job: JobFolder, rep: Reporter, should_cancel, cache: 
     e = spec.edit
     controls = e.controls or [Control()]
     kinds = [c.kind for c in controls]
-    ed_key = spec.models.editor or "sd15"
-    base = "tiny" if ed_key == "sd-tiny" else (spec.models.source or ed_key)
-    sources = {c.kind: c.source for c in controls if c.source}
+    m = spec.models
+    ed_key = m.editor or "sd15"
+    base = m.local(ed_key, m.source)
+    sources = {c.kind: c.source or m.paths.get(f"controlnet-{c.kind}") for c in controls}
+    sources = {k: v for k, v in sources.items() if v}
     rep.emit("loading", message=f"loading {ed_key} + ControlNet {', '.join(kinds)}")
     editor = cache.get(
         ("controlnet", ed_key, base, tuple(kinds), tuple(sorted(sources.items())), spec.models.dtype, spec.models.device),
@@ -73,8 +76,7 @@ def stylize(spec: JobSpec, job: JobFolder, rep: Reporter, should_cancel, cache: 
         passes = dict(rgb=rgb, depth=load(v.depth), normal_world=load(v.normal), c2w=np.array(v.c2w), object_index=load(v.object_index))
         return {k: control_image(k, **passes) for k in kinds}
 
-    defaults = EditDefaults(lam=0.015, cfg=7.5, steps=30)
-    return edit_views_job(spec, job, rep, should_cancel, cache, editor, ed_key, with_extras(extras), f"stylized: {e.prompt}", defaults)
+    return edit_views_job(spec, job, rep, should_cancel, cache, editor, ed_key, with_extras(extras), f"stylized: {e.prompt}")
 
 
 def with_extras(extras):
@@ -89,16 +91,6 @@ def with_extras(extras):
     return make_view
 
 
-@dataclass
-class EditDefaults:
-    """A multi-view edit task's defaults where the job leaves sampling settings out."""
-
-    lam: float
-    cfg: float
-    steps: int
-    step: str = "ddpm"
-
-
 def relight_envmap(spec: JobSpec, job: JobFolder, rep: Reporter, should_cancel, cache: ModelCache):
     import numpy as np
     from PIL import Image
@@ -110,12 +102,13 @@ def relight_envmap(spec: JobSpec, job: JobFolder, rep: Reporter, should_cancel, 
     from ..pipelines.object_views import crop_K, crop_rgba, object_crop, paste_back
 
     e = spec.edit
-    ed_key = spec.models.editor or "neural-gaffer"
-    source = "tiny" if ed_key.endswith("-tiny") else (spec.models.source or ed_key)
+    m = spec.models
+    ed_key = m.editor or "neural-gaffer"
+    source, base = m.local(ed_key, m.source), m.local("zero123-xl")
     rep.emit("loading", message=f"loading {ed_key}")
     editor = cache.get(
-        ("neural_gaffer", ed_key, source, spec.models.dtype, spec.models.device),
-        lambda: load_neural_gaffer(source, dtype=spec.models.dtype, device=spec.models.device),
+        ("neural_gaffer", ed_key, source, base, m.dtype, m.device),
+        lambda: load_neural_gaffer(source, base=base, dtype=m.dtype, device=m.device),
     )
     lighting = envmap.Lighting(
         envmap.prepare(envmap.read_envmap(job.input_path(e.envmap)), e.envmap_strength), tuple(e.envmap_rotation), e.spin, e.spin_total
@@ -138,9 +131,8 @@ def relight_envmap(spec: JobSpec, job: JobFolder, rep: Reporter, should_cancel, 
         u8 = np.asarray(tensor_to_pil(img))
         return Image.fromarray(paste_back(u8, crop, alpha, plate), "RGBA")
 
-    defaults = EditDefaults(lam=0.015, cfg=3.0, steps=50, step="euler")
     name = Path(e.envmap).name
-    return edit_views_job(spec, job, rep, should_cancel, cache, editor, ed_key, make_view, f"relit by {name}", defaults, finish)
+    return edit_views_job(spec, job, rep, should_cancel, cache, editor, ed_key, make_view, f"relit by {name}", finish)
 
 
 def spatial_edit(spec: JobSpec, job: JobFolder, rep: Reporter, should_cancel, cache: ModelCache):
@@ -152,7 +144,7 @@ def spatial_edit(spec: JobSpec, job: JobFolder, rep: Reporter, should_cancel, ca
     from ..pipelines.multiview_edit import EditView
 
     ed_key = spec.models.editor or "magicfixup"
-    source = "tiny" if ed_key.endswith("-tiny") else (spec.models.source or ed_key)
+    source = spec.models.local(ed_key, spec.models.source)
     rep.emit("loading", message=f"loading {ed_key}")
     editor = cache.get(
         ("magicfixup", ed_key, source, spec.models.dtype, spec.models.device),
@@ -172,22 +164,22 @@ def spatial_edit(spec: JobSpec, job: JobFolder, rep: Reporter, should_cancel, ca
         seed = spec.sampling.seed + spec.views.index(v)
         return EditView(rgba, np.array(v.K), np.array(v.c2w), extras={"edit": ce.rgba}, conditions={"seed": seed})
 
-    defaults = EditDefaults(lam=0.015, cfg=1.0, steps=50, step="ddpm")
     moved = ", ".join(f"{o.action} {o.name or o.index}" for o in spec.edit.objects)
     outputs, meta = edit_views_job(
-        spec, job, rep, should_cancel, cache, editor, ed_key, make_view, f"spatial edit: {moved}", defaults, depths=after_depth,
+        spec, job, rep, should_cancel, cache, editor, ed_key, make_view, f"spatial edit: {moved}", depths=after_depth,
         size=512,  # Magic Fixup's size: SEVA works there too, so both see the same pixels (square for Magic Fixup)
     )  # fmt: skip
     return outputs + extra_outputs, meta
 
 
 def edit_views_job(
-    spec, job, rep, should_cancel, cache, editor, ed_key: str, make_view, caption: str, d: EditDefaults, finish=None, depths=None, size=None
+    spec, job, rep, should_cancel, cache, editor, ed_key: str, make_view, caption: str, finish=None, depths=None, size=None
 ):
     """A multi-view edit job: views in, SEVA x editor, per-view PNGs, contact sheet, consistency report.
 
     ``make_view(view, rgba) -> EditView`` prepares a view for the editor; ``finish(view, image)`` turns
-    a working-size result into the view's output image (default: resized to the view's size)."""
+    a working-size result into the view's output image (default: resized to the view's size).
+    Sampling settings the job leaves out come from the registry's ``TASK_DEFAULTS``."""
     from PIL import Image
 
     from ..media import save_image, side_by_side, tensor_to_pil
@@ -198,7 +190,7 @@ def edit_views_job(
     views = []
     for v in spec.views:
         views.append(make_view(v, view_rgba(job, v)))
-    s, mv = spec.sampling, spec.multiview
+    s, mv, d = spec.sampling, spec.multiview, TASK_DEFAULTS[spec.task]
     settings = EditSettings(
         prompt=spec.edit.prompt,
         negative_prompt=spec.edit.negative_prompt or None,
@@ -241,7 +233,8 @@ def edit_views_job(
     sheet.paste(sheet_out, (0, sheet_in.height))
     sheet.save(job.root / "outputs/contact_sheet.png")
     outputs.append(OutputFile(path="outputs/contact_sheet.png", kind="image", role="side_by_side"))
-    meta = res.metadata | {"models": {"multiview": seva_key, "editor": ed_key}, "reference_view": spec.views[spec.reference_view].name}
+    meta = res.metadata | {"models": {"multiview": seva_key, "editor": ed_key}, "reference_view": spec.views[spec.reference_view].name,
+                           "defaults_chosen_by": d.chosen_by}  # fmt: skip
     if all(v.depth for v in spec.views):
         rep.emit("writing", message="consistency report")
         generated = {v.name: p for v, p in zip(spec.views, pils, strict=True)}

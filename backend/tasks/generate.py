@@ -5,24 +5,25 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..jobs import JobFolder, JobSpec, OutputFile
+from ..registry import TASK_DEFAULTS
 from .common import Reporter, slug, write_metadata
 
 if TYPE_CHECKING:
     from ..runner import ModelCache
 
 
-DEFAULT_LAM = {"couple_images": 0.3, "couple_videos": 0.3}
 
 
 def load_key(spec: JobSpec) -> tuple:
     m = spec.models
-    return (spec.task, m.generator, m.source, m.dtype, m.device, m.offload, m.vae_tiling)
+    return (spec.task, m.generator, m.paths.get(m.generator) or m.source, m.dtype, m.device, m.offload, m.vae_tiling)
 
 
 def load_generator(spec: JobSpec, rep: Reporter, cache: ModelCache, loader):
     m = spec.models
     rep.emit("loading", message=f"loading {m.generator}")
-    kwargs = dict(source=m.source, dtype=m.dtype, device=m.device, offload=m.offload, vae_tiling=m.vae_tiling)
+    source = m.paths.get(m.generator) or m.source
+    kwargs = dict(source=source, dtype=m.dtype, device=m.device, offload=m.offload, vae_tiling=m.vae_tiling)
     return cache.get(load_key(spec), lambda: loader(m.generator, **kwargs))
 
 
@@ -31,7 +32,7 @@ def prompt_request_fields(spec: JobSpec) -> dict:
     e, s = spec.edit, spec.sampling
     return dict(
         prompts=e.prompts,
-        lam=s.lam if s.lam is not None else DEFAULT_LAM[spec.task],
+        lam=s.lam if s.lam is not None else TASK_DEFAULTS[spec.task].lam,
         seeds=e.seeds or [s.seed + i for i in range(len(e.prompts))],
         steps=s.steps,
         width=spec.output.width,

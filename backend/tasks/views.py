@@ -103,7 +103,8 @@ def load_seva(spec: JobSpec, rep: Reporter, cache: ModelCache):
     device = pick_device(m.device)
     dtype = None if m.dtype == "auto" and device.type == "cpu" else torch_dtype(m.dtype, device)
     rep.emit("loading", message=f"loading {key}")
+    source = m.local(key, m.multiview_source)
     return key, cache.get(
-        ("seva", key, m.source, m.dtype, str(device)),
-        lambda: load_seva_model("tiny" if key == "seva-tiny" else (m.source or key), dtype=dtype, device=device),
+        ("seva", key, source, m.paths.get("seva-vae"), m.paths.get("seva-clip"), m.dtype, str(device)),
+        lambda: load_seva_model(source, dtype=dtype, device=device, paths=m.paths),
     )

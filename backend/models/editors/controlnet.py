@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ...registry import MODELS
 from ...sampling import DiscreteDenoiser, Participant
-from ..weights import build_pipeline, friendly_hub_errors, pick_device, resolve_source, torch_dtype
+from ..weights import build_pipeline, friendly_hub_errors, pick_device, resolve_source, torch_dtype, weights_location
 from .control_images import KINDS
 from .sd_base import SDEditor, keep_16bit_vae_safe
 
@@ -180,7 +179,7 @@ def load_controlnet_editor(
         )
         nets = []
         for k in kinds:
-            repo = (sources or {}).get(k) or MODELS[f"controlnet-{k}"].repo
+            repo = (sources or {}).get(k) or weights_location(f"controlnet-{k}")
             with friendly_hub_errors(repo):
                 nets.append(ControlNetModel.from_pretrained(repo, torch_dtype=dt))
     keep_16bit_vae_safe(pipe, dev)

@@ -9,16 +9,15 @@ concatenated input, so ``unet.config.in_channels`` stays 4 and no forward hook i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
-from ...registry import MODELS
 from ...sampling import DiscreteDenoiser, Participant
-from ..weights import ModelUnavailable, build_pipeline, friendly_hub_errors, pick_device, resolve_source, torch_dtype
+from ..weights import ModelUnavailable, build_pipeline, pick_device, resolve_source, torch_dtype, weights_file
 from .sd_base import SDEditor, keep_16bit_vae_safe
 
 Tensor = torch.Tensor
@@ -124,7 +123,13 @@ class ICLight(SDEditor):
 
 
 def load_ic_light(
-    variant: str = "fc", *, base: str = "ic-light-base", offsets: str | None = None, dtype: str = "auto", device: str = "auto"
+    variant: str = "fc",
+    *,
+    base: str = "ic-light-base",
+    offsets: str | None = None,
+    paths: Mapping[str, str] | None = None,
+    dtype: str = "auto",
+    device: str = "auto",
 ) -> ICLight:
     """Base SD1.5 (default Realistic Vision 5.1) + widened conv_in + IC-Light offsets; ``base="tiny"`` builds a tiny random one."""
     from diffusers import StableDiffusionPipeline
@@ -145,13 +150,9 @@ def load_ic_light(
             StableDiffusionPipeline, source, e, dt, tiny.sd_components, safety_checker=None, requires_safety_checker=False
         )
         widen_conv_in(pipe.unet, CHANNELS[variant])
-        entry = MODELS[offsets or f"ic-light-{variant}"]
-        from huggingface_hub import hf_hub_download
         from safetensors.torch import load_file
 
-        with friendly_hub_errors(entry.repo):
-            path = hf_hub_download(entry.repo, entry.filename, revision=entry.revision)
-        off = load_file(path)
+        off = load_file(str(weights_file(offsets or f"ic-light-{variant}", paths)))  # paths[key]: a local offsets file
     merge_offsets(pipe.unet, off)
     keep_16bit_vae_safe(pipe, dev)
     pipe.to(dev)

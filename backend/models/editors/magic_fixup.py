@@ -470,7 +470,7 @@ def load_magic_fixup(
     from safetensors.torch import load_file
 
     from ...registry import MODELS
-    from ..weights import converted_cache, friendly_hub_errors, load_tensor_pickle, pick_device, save_converted, torch_dtype
+    from ..weights import converted_cache, load_tensor_pickle, pick_device, save_converted, torch_dtype, weights_file
 
     dev = pick_device(device)
     if source == "tiny":
@@ -478,10 +478,7 @@ def load_magic_fixup(
     if source in MODELS:
         entry = MODELS[source]
         log(f"Magic Fixup weights are under the {entry.licence}: non-commercial research use only")
-        from huggingface_hub import hf_hub_download
-
-        with friendly_hub_errors(entry.repo, gated=entry.gated):
-            path = hf_hub_download(entry.repo, entry.filename, revision=entry.revision)
+        path = weights_file(source)  # the hub's magicfu_weights (a pickle without an extension)
     else:
         path = source
     if str(path).endswith(".safetensors"):

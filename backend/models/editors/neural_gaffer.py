@@ -32,6 +32,7 @@ from ..weights import (
     resolve_source,
     save_converted,
     torch_dtype,
+    weights_file,
 )
 
 Tensor = torch.Tensor
@@ -355,14 +356,7 @@ def load_neural_gaffer(
         enc = CLIPVisionModelWithProjection.from_pretrained(base_src, subfolder="image_encoder", revision=rev)
         sched = DDIMScheduler.from_pretrained(base_src, subfolder="scheduler", revision=rev)
     widen_conv_in_16(unet)
-    if source in MODELS:
-        entry = MODELS[source]
-        from huggingface_hub import hf_hub_download
-
-        with friendly_hub_errors(entry.repo, gated=entry.gated):
-            path = hf_hub_download(entry.repo, entry.filename, revision=entry.revision)
-    else:
-        path = source
+    path = weights_file(source) if source in MODELS else source
     sd = read_unet_checkpoint(converted_unet(path))
     missing, unexpected = unet.load_state_dict(sd, strict=False)
     if missing or unexpected:

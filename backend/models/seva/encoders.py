@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
 
 from ...registry import MODELS
-from ..weights import ModelUnavailable, friendly_hub_errors
+from ..weights import ModelUnavailable, friendly_hub_errors, weights_location
 from .network import SevaConfig, SevaNet
 from .preprocess import clip_preprocess
 
@@ -105,8 +106,12 @@ def load_seva_model(
     vae: str = "seva-vae",
     clip: str = "seva-clip",
     vae_chunk: int = 1,
+    paths: Mapping[str, str] | None = None,
 ) -> SevaModel:
-    """SEVA network + SD 2.1 VAE + CLIP ViT-H/14; ``model="tiny"`` builds random tiny ones offline."""
+    """SEVA network + SD 2.1 VAE + CLIP ViT-H/14; ``model="tiny"`` builds random tiny ones offline.
+
+    ``vae``/``clip`` are registry keys (``paths`` may map them to local copies: the VAE folder itself,
+    the CLIP folder) or hub ids / local folders."""
     if model == "tiny":
         return tiny_seva(device=device)
     from diffusers import AutoencoderKL
@@ -115,14 +120,15 @@ def load_seva_model(
     from .loader import load_seva
 
     net = load_seva(model, dtype=dtype, device=device)
-    vae_entry, clip_entry = MODELS.get(vae), MODELS.get(clip)
-    vae_repo = vae_entry.repo if vae_entry else vae
-    clip_repo = clip_entry.repo if clip_entry else clip
-    with friendly_hub_errors(vae_repo):
+    vae_src = weights_location(vae, paths) if vae in MODELS else vae
+    clip_src = weights_location(clip, paths) if clip in MODELS else clip
+    # the registry's VAE lives in a subfolder of an SD repo; a local copy is the VAE folder itself
+    vae_sub = MODELS[vae].subfolder if vae in MODELS and vae not in (paths or {}) else None
+    with friendly_hub_errors(vae_src):
         # fp32 VAE: SD VAEs overflow in fp16, and it is small
-        ae = AutoencoderKL.from_pretrained(vae_repo, subfolder=vae_entry.subfolder if vae_entry else None, torch_dtype=torch.float32)
-    with friendly_hub_errors(clip_repo):
-        enc = CLIPVisionModelWithProjection.from_pretrained(clip_repo, torch_dtype=dtype or torch.float32)
+        ae = AutoencoderKL.from_pretrained(vae_src, subfolder=vae_sub, torch_dtype=torch.float32)
+    with friendly_hub_errors(clip_src):
+        enc = CLIPVisionModelWithProjection.from_pretrained(clip_src, torch_dtype=dtype or torch.float32)
     if ae.config.latent_channels != 4 or enc.config.projection_dim != net.config.context_dim:
         raise ModelUnavailable(
             f"encoders do not fit the network: VAE latent channels {ae.config.latent_channels} (need 4), "
@@ -130,4 +136,4 @@ def load_seva_model(
         )
     for m in (ae, enc):
         m.to(device).eval().requires_grad_(False)
-    return SevaModel(net, SevaVAE(ae, vae_chunk), ClipConditioner(enc), [], {"seva": model, "vae": vae_repo, "clip": clip_repo})
+    return SevaModel(net, SevaVAE(ae, vae_chunk), ClipConditioner(enc), [], {"seva": model, "vae": vae_src, "clip": clip_src})

@@ -9,7 +9,7 @@ import torch
 from safetensors import safe_open
 
 from ...registry import MODELS
-from ..weights import ModelUnavailable, friendly_hub_errors
+from ..weights import ModelUnavailable, friendly_hub_errors, weights_file
 from .network import SevaConfig, SevaNet
 
 FILENAMES = {"1.0": "model.safetensors", "1.1": "modelv1.1.safetensors"}
@@ -32,7 +32,7 @@ def resolve_weights_file(source: str, version: str = "1.1") -> Path:
         e = MODELS[source]
         if e.kind != "seva":
             raise ModelUnavailable(f"{source!r} is a {e.kind} model, not SEVA")
-        source, version = e.repo, {"seva-1.0": "1.0"}.get(e.key, version)
+        return weights_file(e.key)
     p = Path(source).expanduser()
     if p.is_file():
         if p.suffix != ".safetensors":
@@ -49,7 +49,7 @@ def resolve_weights_file(source: str, version: str = "1.1") -> Path:
     if source.count("/") == 1 and not source.startswith((".", "/", "~")):
         from huggingface_hub import hf_hub_download
 
-        with friendly_hub_errors(source, gated=True):
+        with friendly_hub_errors(source, gated=True, filename=FILENAMES[version]):
             return Path(hf_hub_download(source, FILENAMES[version]))
     raise ModelUnavailable(f"SEVA weights not found: {source!r} is neither a file, a folder nor a hub repo id")
 
