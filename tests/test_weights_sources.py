@@ -81,7 +81,8 @@ def test_local_paths_are_checked_and_accept_a_file_or_its_folder(tmp_path):
     with pytest.raises(ModelUnavailable, match="neither the weights file nor a folder holding iclight_sd15_fbc.safetensors"):
         weights_file("ic-light-fbc", {"ic-light-fbc": str(tmp_path)})
     with pytest.raises(Exception, match=r"paths: \['seva-tiny'\] are not registry models with weights"):
-        parse_spec({"task": "couple_images", "edit": {"prompts": ["a", "b"]}, "models": {"generator": "flux-tiny", "paths": {"seva-tiny": "x"}}})
+        parse_spec({"task": "couple_images", "edit": {"prompts": ["a", "b"]},
+                    "models": {"generator": "flux-tiny", "paths": {"seva-tiny": "x"}}})  # fmt: skip
 
 
 def _save_local_copies(root: Path) -> dict:
@@ -125,7 +126,8 @@ def test_a_relight_job_loads_every_model_from_local_paths(tmp_path, hub_cache):
         views.append({"name": f"cam {i}", "width": 64, "height": 64, "K": K.tolist(), "c2w": v.c2w.tolist(), "image": f"v{i}.png"})
     base = {"task": "relight_text", "views": views, "edit": {"prompt": "window light"}, "sampling": {"steps": 2, "lam": 0.05},
             "multiview": {"window": 4, "size": 64}}  # fmt: skip
-    real = JobFolder.create(tmp_path / "real", parse_spec(base | {"models": {"multiview": "seva-1.1", "editor": "ic-light-fc", **local}}), files)
+    models = {"multiview": "seva-1.1", "editor": "ic-light-fc", **local}
+    real = JobFolder.create(tmp_path / "real", parse_spec(base | {"models": models}), files)
     res = run_job(real)
     assert res.status == "done", res.error
     assert res.metadata["labels"] == []  # real loaders, not the tiny builders
