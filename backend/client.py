@@ -186,7 +186,22 @@ class Client:
             if should_cancel is not None and not asked and should_cancel():
                 self.cancel(job_id)
                 asked = True
-        return self.result(job_id)
+        return self.final_result(job_id, should_cancel=None if asked else should_cancel)
+
+    def final_result(self, job_id: str, timeout: float | None = None, should_cancel: Callable[[], bool] | None = None) -> dict:
+        """The result once the job has finished: a 409 (not finished yet: a stream that a proxy closed
+        early, an older server that ended the stream before writing the result) is retried."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                return self.result(job_id)
+            except ServerError as e:
+                if e.status != 409 or (deadline is not None and time.monotonic() > deadline):
+                    raise
+            if should_cancel is not None and should_cancel():
+                self.cancel(job_id)
+                should_cancel = None
+            time.sleep(0.25)
 
     def download(self, job_id: str, dest: str | os.PathLike) -> dict:
         """Every output file and result.json into ``dest`` (a job folder); returns the result."""

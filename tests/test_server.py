@@ -541,3 +541,14 @@ def test_cli_job_commands_fail_with_one_clear_line(tmp_path):
             r = subprocess.run([sys.executable, "-m", "backend", cmd, path], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
             assert r.returncode == 2, (cmd, path, r.stderr)
             assert words in r.stderr and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_wait_retries_409_until_the_result_exists(server):
+    """A stream that ends before the job does (a proxy closing it, an older server) must not turn a job
+    the server finishes as done into a failed local result: the client retries 409."""
+    c = server.client()
+    job_id = c.submit(spec(steps=40))
+    c.events = lambda job_id, since=0: iter(())  # the stream ends at once, cleanly
+    with pytest.raises(ServerError, match="409"):
+        c.result(job_id)
+    assert c.wait(job_id)["status"] == "done"
