@@ -46,6 +46,7 @@ MAX_TRANSLATION = 1e6  # scene units; farther is a broken export (SEVA normalise
 # Input file names: a plain name in inputs/ (no folders, no dot files, no control characters).
 FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._ -]{0,199}")
 DEVICES = ("auto", "cpu", "cuda", "mps", *(f"cuda:{i}" for i in range(16)))
+IMG2IMG_TASKS = ("stylize", "spatial_edit")  # editors that start from a noised image, part-way down their schedule
 CHUNK_STRATEGIES = ("", "gt", "gt-nearest", "gt-ltr", "nearest", "nearest-gt", "interp", "interp-gt")
 
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED, description=f"0..{MAX_SEED}")]
@@ -365,6 +366,11 @@ class JobSpec(_Strict):
                 raise ValueError("views: task 'novel_views' needs input views with an image and target views without one")
             if self.models.multiview is not None and MODELS[self.models.multiview].kind != "seva":
                 raise ValueError(f"models.multiview: {self.models.multiview!r} is not a SEVA model")
+        if self.sampling.alignment == "sigma" and self.task in IMG2IMG_TASKS:
+            raise ValueError(
+                f"sampling.alignment: task {self.task!r} runs an img2img editor that starts part-way at its strength "
+                "(ControlNet img2img, Magic Fixup from the noised coarse edit), which only the 'step' alignment keeps; use 'step'"
+            )
         if self.sampling.join != "noise" and (self.sampling.alignment != "sigma" or self.task.startswith("couple_")):
             raise ValueError(
                 "sampling.join: only a multi-view edit with alignment 'sigma' has participants joining late; "

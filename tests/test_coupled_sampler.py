@@ -14,6 +14,7 @@ from backend.sampling import (
     Cancelled,
     Coupling,
     DiscreteDenoiser,
+    EDMDenoiser,
     FlowDenoiser,
     Participant,
     resize_latents,
@@ -445,3 +446,83 @@ def test_seva_schedule_matches_reference_bit_for_bit(n):
     ts = json.loads((SEVA_FIXTURES / "schedules.json").read_text())["timesteps_ascending"][f"n{n}"]
     assert schedules.discrete_timesteps(1000, n, "seva").flip(0).tolist() == ts
     assert torch.equal(schedules.discrete_schedule(table, n, "seva").to(torch.float32), ref[f"ddpm_sigmas_n{n}"])
+
+
+# --- issue 14: shared-band pulls, the per-item cap, and Algorithm 1 re-derived in VP form ----------
+
+
+def test_latents_of_different_sizes_are_pulled_only_in_the_band_both_hold():
+    """The 16² side keeps detail the 8² side cannot represent (a checkerboard, invisible after area
+    down-sampling); the pull still closes the gap in the shared band."""
+    sig = schedules.karras_schedule(0.02, 14.6, 20)
+    checker = (torch.arange(16)[:, None] + torch.arange(16)[None]) % 2 * 2.0 - 1.0
+    big = Participant("big", gaussian_denoiser(checker.expand(1, 4, 16, 16), torch.tensor(0.05)), (1, 4, 16, 16), sigmas=sig, seeds=0)
+    small = Participant("small", gaussian_denoiser(torch.tensor(-1.0), torch.tensor(0.5)), (1, 4, 8, 8), sigmas=sig, seeds=1)
+    down, up = resize_latents((8, 8), "area"), resize_latents((16, 16), "bilinear")
+    c = Coupling("big", "small", 0.05, b_to_a=up, a_to_b=down)
+    out = sample_coupled([big, small], [c], step="euler").latents
+    free = sample_coupled([big, small], step="euler").latents
+    detail = lambda x: float((x - up(down(x))).pow(2).mean())  # noqa: E731 - what the small side cannot hold
+    assert detail(out["big"]) > 0.97 * detail(free["big"]), (detail(out["big"]), detail(free["big"]))
+    gap = lambda o: float((down(o["big"]) - o["small"]).abs().mean())  # noqa: E731
+    assert gap(out) < 0.7 * gap(free), (gap(out), gap(free))
+
+
+def test_max_pull_caps_each_items_total_over_all_its_couplings():
+    """Four prompts coupled in all pairs: per pair the weight is capped, but an item pulled by three
+    partners at 0.5 each moved 2x its gap and swapped sides. The cap is now on the item's total."""
+    c_val = torch.tensor([-3.0, -1.0, 1.0, 3.0]).view(4, 1)
+    den = EDMDenoiser(lambda x, sigma: c_val.expand_as(x).clone())
+    p = ScriptedParticipant("P", den, (4, 1), sigmas=torch.tensor([10.0, 0.01], dtype=torch.float64))
+    pairs = [(i, j) for i in range(4) for j in range(i + 1, 4)]
+    couplings = [Coupling("P", "P", 100.0, items_a=[i], items_b=[j]) for i, j in pairs]
+    out = sample_coupled([p], couplings, step="euler", max_pull=0.5).latents["P"]
+    start = c_val * (1 - 0.01 / 10)  # the Euler step from x = 0 (scripted zero noise)
+    expected = start - (0.5 / 3) * (4 * c_val - c_val.sum())  # total weight 3 x 1.0 per item, capped at 0.5
+    torch.testing.assert_close(out, expected)
+    assert (torch.sign(out) == torch.sign(c_val)).all()  # nobody swapped sides
+
+
+def _vp_coupled_reference(sched_cls, models, seeds, lam, steps, shape, eta):
+    """Algorithm 1 as the paper writes it, in VP form, stepped by a diffusers scheduler: an ordinary step of
+    each participant, then x_A <- x_A - sqrt(1 - abar_prev) * lam * (x0_A - x0_B). Written from the paper, not
+    from backend.sampling."""
+    kw = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False)
+    sched = sched_cls(**kw, set_alpha_to_one=True) if eta == 0.0 else sched_cls(**kw)
+    sched.set_timesteps(steps)
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    xs = [torch.randn(shape, generator=g) * sched.init_noise_sigma for g in gens]
+    abar = sched.alphas_cumprod
+    for t in sched.timesteps:
+        eps = [m(x, t.expand(shape[0])) for m, x in zip(models, xs, strict=True)]
+        x0 = [(x - (1 - abar[t]).sqrt() * e) / abar[t].sqrt() for x, e in zip(xs, eps, strict=True)]
+        step_kw = {"eta": 0.0} if eta == 0.0 else {}
+        nxt = [sched.step(e, t, x, generator=g, **step_kw).prev_sample for e, x, g in zip(eps, xs, gens, strict=True)]
+        prev = t - sched.config.num_train_timesteps // steps
+        abar_prev = abar[prev] if prev >= 0 else torch.tensor(1.0)
+        f = (1 - abar_prev).sqrt() * lam
+        xs = [nxt[0] - f * (x0[0] - x0[1]), nxt[1] - f * (x0[1] - x0[0])]
+    return xs
+
+
+@pytest.mark.parametrize("step, eta", [("ddpm", 1.0), ("euler", 0.0)])
+def test_coupled_step_equals_the_papers_vp_form_with_diffusers_schedulers(step, eta):
+    from diffusers import DDIMScheduler, DDPMScheduler
+
+    model_a = _tiny_unet_model("epsilon")
+
+    def model_b(x, t):  # a second, different eps-model
+        return 0.7 * model_a(x.flip(-1), t).flip(-1) + 0.1 * x
+
+    shape, lam, steps = (2, 4, 16, 16), 0.05, 10
+    ref = _vp_coupled_reference(DDPMScheduler if step == "ddpm" else DDIMScheduler, [model_a, model_b], [3, 5], lam, steps, shape, eta)
+    indep = _vp_coupled_reference(DDPMScheduler if step == "ddpm" else DDIMScheduler, [model_a, model_b], [3, 5], 0.0, steps, shape, eta)
+    sched = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+    table = schedules.sigmas_from_alphas_cumprod(sched.alphas_cumprod)
+    sig = schedules.discrete_schedule(table, steps, "leading")
+    ps = [Participant(n, DiscreteDenoiser(m, table, "epsilon"), shape, sigmas=sig, seeds=s)
+          for n, m, s in (("a", model_a, 3), ("b", model_b, 5))]  # fmt: skip
+    out = sample_coupled(ps, [Coupling("a", "b", lam)], step=step, max_pull=None).latents
+    torch.testing.assert_close(out["a"], ref[0], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(out["b"], ref[1], rtol=1e-4, atol=1e-4)
+    assert (ref[0] - indep[0]).abs().max() > 1e-2  # the coupling really acts at this lam

@@ -226,3 +226,15 @@ def test_input_files_are_known_by_content_not_name(tmp_path):
     (tmp_path / "cut.png").write_bytes(png_bytes(8, 8)[:20])
     with pytest.raises(InputFileError, match="not a readable image"):
         inspect(tmp_path / "cut.png")
+
+
+@pytest.mark.parametrize("task", ["stylize", "spatial_edit"])
+def test_sigma_alignment_is_refused_for_img2img_editors(task):
+    d = good_spec() | {"task": task, "models": {}, "sampling": {"alignment": "sigma"}}
+    for v in d["views"]:
+        v |= {"depth": "d.npy", "object_index": "i.npy"}
+    d["edit"]["objects"] = [{"index": 1}]
+    with pytest.raises(JobSpecError, match="only the 'step' alignment keeps"):
+        parse_spec(d)
+    d["sampling"]["alignment"] = "step"
+    assert parse_spec(d).task == task

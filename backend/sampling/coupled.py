@@ -4,12 +4,21 @@ Per step i (noise levels sigma_i -> sigma_{i+1} of each participant):
   1. every live participant predicts x0_hat = D(x, sigma_i);
   2. every participant takes its own step from its own x0_hat (DDPM/ancestral or Euler);
   3. every coupling (A, B, lam) pulls both next states toward the other's prediction:
-        x_A <- x_A - w_A * (x0_A - R_BA(x0_B)),  w_A = min(sigma^A_{i+1} * lam, max_pull)
-        x_B <- x_B - w_B * (x0_B - R_AB(x0_A)),  w_B = min(sigma^B_{i+1} * lam, max_pull)
+        x_A <- x_A - w_A * (x0_A - x0_B),  w_A = sigma^A_{i+1} * lam
+        x_B <- x_B - w_B * (x0_B - x0_A),  w_B = sigma^B_{i+1} * lam
      computed from the predictions of step 1 (simultaneous, no gradients).
 lam = 0 is exactly the independent samplers. The paper's VP factor sqrt(1 - abar_{t-1}) becomes
-sigma_{i+1} in VE form. ``max_pull`` (ours) caps one pull at half the gap, beyond which a
-symmetric pair would overshoot and swap sides; it never binds at the paper's lam and sigma.
+sigma_{i+1} in VE form (tests/test_coupled_sampler.py checks this against diffusers' DDPM and DDIM
+schedulers stepped in VP form).
+
+Latents of different sizes (a 32² editor beside a 72² SEVA) are compared in the band both can
+represent: the larger side A is pulled by ``up(down(x0_A) - x0_B)``, the smaller side B by
+``x0_B - down(x0_A)``; detail only A can hold is never pulled toward B's blur.
+
+``max_pull`` (ours) caps the total pull weight on each item, summed over all its couplings (an
+item coupled to three prompts counts three pulls): past half the gap a symmetric pair would
+overshoot and swap sides. It does bind: with SEVA's sigma up to 84.9 and lam 0.015, sigma_{i+1}*lam
+exceeds 0.5 on the first 8 of 50 steps.
 """
 
 from __future__ import annotations
@@ -256,22 +265,20 @@ def sample_coupled(
             _, up = ancestral_sigmas(s, s_next, eta)
             noise = p.randn(gens[p.name]) if up > 0.0 else None
             nxt[p.name] = ve_step(state[p.name], x0[p.name], s, s_next, eta, noise)
-        # 3. coupling corrections, all from this step's predictions
+        # 3. coupling corrections, all from this step's predictions, each item's total weight capped
+        pulls: dict[str, Tensor] = {}
+        weights: dict[str, Tensor] = {}
         for c in couplings:
             if c.lam == 0.0 or c.a not in x0 or c.b not in x0:
                 continue
-            xa, xb = _items(x0[c.a], c.items_a), _items(x0[c.b], c.items_b)
-            target_a = c.b_to_a(xb) if c.b_to_a else xb
-            target_b = c.a_to_b(xa) if c.a_to_b else xa
-            if target_a.shape != xa.shape or target_b.shape != xb.shape:
-                raise ValueError(
-                    f"coupling {c.a}<->{c.b}: latent shapes {tuple(xa.shape)} and {tuple(xb.shape)} differ; give b_to_a/a_to_b resampling"
-                )
-            wa = _pull(grids[c.a][i + 1], c.lam, max_pull)
-            wb = _pull(grids[c.b][i + 1], c.lam, max_pull)
-            da, db = wa * (xa - target_a.to(xa.device)), wb * (xb - target_b.to(xb.device))
-            _sub_items(nxt, c.a, c.items_a, da)
-            _sub_items(nxt, c.b, c.items_b, db)
+            da, db = coupling_gaps(c, _items(x0[c.a], c.items_a), _items(x0[c.b], c.items_b))
+            for name, idx, gap in ((c.a, c.items_a, da), (c.b, c.items_b, db)):
+                w = grids[name][i + 1] * c.lam
+                _accumulate(pulls, weights, name, idx, w * gap, w, x0[name])
+        for name, pull in pulls.items():
+            w = weights[name]
+            scale = torch.ones_like(w) if max_pull is None else (max_pull / w.clamp_min(1e-30)).clamp(max=1.0)
+            nxt[name] = nxt[name] - pull * scale.view(-1, *[1] * (pull.dim() - 1)).to(pull.dtype)
         state.update(nxt)
         last_x0 = x0
         if callback is not None:
@@ -281,18 +288,38 @@ def sample_coupled(
     return result
 
 
-def _pull(sigma_next: float, lam: float, max_pull: float | None) -> float:
-    w = sigma_next * lam
-    return min(w, max_pull) if max_pull is not None else w
+def coupling_gaps(c: Coupling, xa: Tensor, xb: Tensor) -> tuple[Tensor, Tensor]:
+    """What each side of a coupling is pulled by (before its weight), in its own layout.
+
+    Equal layouts: the plain difference. Different sizes (both resampling operators given): compared
+    in the band both can represent, so the larger side keeps the detail the smaller cannot hold."""
+    if c.a_to_b is not None and c.b_to_a is not None and xa[0].numel() != xb[0].numel():
+        if xa[0].numel() > xb[0].numel():
+            shared = c.a_to_b(xa) - xb.to(xa.device)  # in B's (smaller) layout
+            return c.b_to_a(shared), (-shared).to(xb.device)
+        shared = c.b_to_a(xb) - xa.to(xb.device)  # in A's (smaller) layout
+        return (-shared).to(xa.device), c.a_to_b(shared)
+    target_a = c.b_to_a(xb) if c.b_to_a else xb
+    target_b = c.a_to_b(xa) if c.a_to_b else xa
+    if target_a.shape != xa.shape or target_b.shape != xb.shape:
+        raise ValueError(
+            f"coupling {c.a}<->{c.b}: latent shapes {tuple(xa.shape)} and {tuple(xb.shape)} differ; give b_to_a/a_to_b resampling"
+        )
+    return xa - target_a.to(xa.device), xb - target_b.to(xb.device)
 
 
-def _sub_items(states: dict[str, Tensor], name: str, idx: Sequence[int] | None, delta: Tensor) -> None:
+def _accumulate(pulls: dict[str, Tensor], weights: dict[str, Tensor], name: str, idx, pull: Tensor, w: float, like: Tensor) -> None:
+    """Add one coupling's weighted pull (and its weight, per item) to a participant's totals."""
+    if name not in pulls:
+        pulls[name] = torch.zeros_like(like)
+        weights[name] = torch.zeros(like.shape[0], dtype=torch.float64, device=like.device)
     if idx is None:
-        states[name] = states[name] - delta
-    else:
-        x = states[name].clone()
-        x[list(idx)] -= delta
-        states[name] = x
+        pulls[name] += pull.to(like.dtype)
+        weights[name] += w
+    else:  # index_add_: an item listed twice gets both pulls
+        rows = torch.as_tensor(list(idx), device=like.device)
+        pulls[name].index_add_(0, rows, pull.to(like.dtype))
+        weights[name].index_add_(0, rows, torch.full((len(rows),), float(w), dtype=torch.float64, device=like.device))
 
 
 def _partner_x0(name: str, couplings: Sequence[Coupling], last_x0: dict[str, Tensor]) -> tuple[str, Tensor] | None:
