@@ -10,11 +10,11 @@ from __future__ import annotations
 import logging
 import time
 import traceback
-from collections.abc import Callable
 from pathlib import Path
 
 from .input_files import check_view_sizes
 from .jobs import JobFolder, JobResult
+from .model_cache import ModelCache
 from .sampling import Cancelled
 from .tasks import RUNNERS
 from .tasks.common import CancelFn, ProgressFn, Reporter, slug
@@ -25,57 +25,18 @@ IMPLEMENTED = tuple(RUNNERS)
 log = logging.getLogger(__name__)
 
 
-class ModelCache:
-    """Keeps loaded models between jobs (the server keeps them warm); ``clear()`` frees memory.
-
-    Only the current job's models stay resident (VRAM is the scarce resource): loading a model
-    drops those the current job has not used, so a job needing two (SEVA and an editor) keeps both.
-    """
-
-    def __init__(self) -> None:
-        self._models: dict[tuple, object] = {}
-        self._used: set[tuple] = set()
-
-    def begin_job(self) -> None:
-        self._used = set()
-
-    def get(self, key: tuple, load: Callable[[], object]) -> object:
-        if key not in self._models:
-            stale = [k for k in self._models if k not in self._used]
-            for k in stale:
-                del self._models[k]
-            if stale:
-                self._free()
-            self._models[key] = load()
-        self._used.add(key)
-        return self._models[key]
-
-    def clear(self) -> None:
-        self._models.clear()
-        self._free()
-
-    @staticmethod
-    def _free() -> None:
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except ImportError:
-            pass
-
-
 def run_job(
     job: JobFolder, progress: ProgressFn | None = None, should_cancel: CancelFn | None = None, cache: ModelCache | None = None
 ) -> JobResult:
     rep = Reporter(job, progress)
     started = time.time()
+    owned = cache is None  # an in-process job (CLI, the add-on): its models go when it ends
+    cache = cache or ModelCache()
     try:
         spec = job.spec()
         if spec.task not in IMPLEMENTED:
             raise NotImplementedError(f"task {spec.task!r} is not available in this version; available: {', '.join(IMPLEMENTED)}")
         check_view_sizes(job.inputs, spec.views)  # before any model loads: a pass of another size is a broken export
-        cache = cache or ModelCache()
         cache.begin_job()
         run = RUNNERS[spec.task]
         outputs, metadata = run(spec, job, rep, should_cancel, cache)
@@ -91,6 +52,8 @@ def run_job(
         (job.root / "traceback.txt").write_text(traceback.format_exc(), encoding="utf-8")
         log.warning("job %s failed: %s", job.job_id, final)
         result = JobResult(job_id=job.job_id, status="failed", error=final, started_at=started, finished_at=time.time())
+    if owned:
+        cache.clear()  # frees the models and, on CUDA, the allocator's cached blocks
     # The result first, then the final event: whoever sees the event can read the result.
     job.write_result(result)
     rep.emit(result.status, message=final)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..models.editors import Editor
 from ..models.seva import chunking
 from ..models.seva.cameras import normalise_pixel_K
 from ..models.seva.encoders import SevaModel
@@ -95,7 +96,7 @@ def _working_views(views: Sequence[EditView], s: EditSettings, ref: int):
 
 def edit_views(
     seva: SevaModel,
-    editor,
+    editor: Editor,
     views: Sequence[EditView],
     reference: int,
     s: EditSettings,
@@ -128,9 +129,9 @@ def edit_views(
     out: dict[int, Tensor] = {reference: ref_img}
     covered: list[int] = []
     for w_i, chunk in enumerate(chunks):
-        win = chunking.pad_window(chunk)
-        frames = [reference if f[0] == "c" else others[int(f[1:])] for f in win.assembled]
-        cond_mask = torch.tensor(win.cond_mask)
+        lay = chunking.window_layout(chunk)  # inputs: [the reference view]; targets: the other views
+        frames = lay.gather([reference], others)
+        cond_mask = torch.tensor(lay.cond_mask)
         n_cond = int(cond_mask.sum())
         uncond, cond, scales = window_conditioning(
             torch.stack([c2ws[i] for i in frames]),
@@ -155,8 +156,8 @@ def edit_views(
             seeds=s.seed + 1 + w_i,
             device=seva.device,
         )
-        slots = list(win.test_sels)  # first occurrences only: padding duplicates are not coupled
-        targets = [others[win.test_inds[win.test_maps[k]]] for k in slots]
+        slots = lay.slots  # first occurrences only: padding duplicates are not coupled
+        targets = [others[j] for j in lay.slot_targets]
         ed_p = editor.participant(
             "editor", conds[targets], s.prompt, s.steps, s.cfg_editor, [s.seed + 10_000 + t for t in targets], negative
         )

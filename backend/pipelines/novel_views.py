@@ -147,15 +147,12 @@ class _WindowRunner:
         results: dict[int, Tensor] = {}
         n_inputs = len(pool.images)
         for w, chunk in enumerate(chunks):
-            win = chunking.pad_window(chunk)
-            frames = win.assembled
-            c2ws = torch.stack([pool.c2ws[int(f[1:])] if f[0] == "c" else tg_c2w[int(f[1:])] for f in frames])
-            Ks = torch.stack([pool.Ks[int(f[1:])] if f[0] == "c" else tg_K[int(f[1:])] for f in frames])
-            cond_mask = torch.tensor(win.cond_mask)
-            cond_imgs = torch.stack([pool.images[int(f[1:])] for f in frames if f[0] == "c"])
-            decoded = self._window(c2ws, Ks, cond_mask, cond_imgs, f"{label} window {w + 1}/{len(chunks)}")
-            for slot in win.test_sels:
-                j = win.test_inds[win.test_maps[slot]]
+            lay = chunking.window_layout(chunk)
+            c2ws = torch.stack(lay.gather(pool.c2ws, tg_c2w))
+            Ks = torch.stack(lay.gather(pool.Ks, tg_K))
+            cond_imgs = torch.stack([pool.images[i] for i in lay.input_frames])
+            decoded = self._window(c2ws, Ks, torch.tensor(lay.cond_mask), cond_imgs, f"{label} window {w + 1}/{len(chunks)}")
+            for slot, j in zip(lay.slots, lay.slot_targets, strict=True):
                 results[j] = decoded[slot]
             # generated targets become pool element n_inputs + j: pseudo-inputs of later windows
             while grow_pool and len(pool.images) - n_inputs in results:

@@ -6,7 +6,8 @@ import logging
 import queue
 import threading
 
-from ..runner import ModelCache, run_job
+from ..model_cache import ModelCache
+from ..runner import run_job
 from .store import JobStore, UnknownJob
 
 log = logging.getLogger(__name__)

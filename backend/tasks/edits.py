@@ -14,7 +14,7 @@ from .views import consistency_outputs, load_seva
 if TYPE_CHECKING:
     import numpy as np
 
-    from ..runner import ModelCache
+    from ..model_cache import ModelCache
 
 
 def relight_text(spec: JobSpec, job: JobFolder, rep: Reporter, should_cancel, cache: ModelCache):

@@ -9,7 +9,7 @@ from ..registry import TASK_DEFAULTS
 from .common import Reporter, slug, write_metadata
 
 if TYPE_CHECKING:
-    from ..runner import ModelCache
+    from ..model_cache import ModelCache
 
 
 

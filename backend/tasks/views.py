@@ -10,7 +10,7 @@ from ..naming import view_stem
 from .common import Reporter, write_metadata
 
 if TYPE_CHECKING:
-    from ..runner import ModelCache
+    from ..model_cache import ModelCache
 
 
 def novel_views(spec: JobSpec, job: JobFolder, rep: Reporter, should_cancel, cache: ModelCache):

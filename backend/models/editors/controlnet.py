@@ -18,6 +18,7 @@ import torch
 
 from ...sampling import DiscreteDenoiser, Participant
 from ..weights import build_pipeline, friendly_hub_errors, pick_device, resolve_source, torch_dtype, weights_location
+from . import guide, guided
 from .control_images import KINDS
 from .sd_base import SDEditor, keep_16bit_vae_safe
 
@@ -92,31 +93,28 @@ class ControlNetEditor(SDEditor):
         unet = self.pipe.unet
         n = len(timesteps)
         index = {int(t): i for i, t in enumerate(timesteps)}
-        guided = cfg > 1.0  # diffusers' rule: guidance only above 1
+        cfg_on = guided(cfg)
 
         def eps(x_vp: Tensor, t: Tensor) -> Tensor:
             i = index[int(t[0])]
             keep = 1.0 - float(i / n < self.start or (i + 1) / n > self.end)
             x = x_vp.to(self.dtype)
-            ctx = torch.cat([uncond, cond]) if guided else cond
-            if guided:
+            ctx = torch.cat([uncond, cond]) if cfg_on else cond
+            if cfg_on:
                 x, t = torch.cat([x, x]), torch.cat([t, t])
             down, mid = None, None
             with torch.no_grad():
                 for net, img, scale in zip(self.nets, conds.controls, self.scales, strict=True):
                     img = img.to(self.device, self.dtype)
                     d, m = net(
-                        x, t, encoder_hidden_states=ctx, controlnet_cond=torch.cat([img, img]) if guided else img,
+                        x, t, encoder_hidden_states=ctx, controlnet_cond=torch.cat([img, img]) if cfg_on else img,
                         conditioning_scale=scale * keep, return_dict=False,
                     )  # fmt: skip
                     down = d if down is None else [a + b for a, b in zip(down, d, strict=True)]
                     mid = m if mid is None else mid + m
                 out = unet(x, t, encoder_hidden_states=ctx, down_block_additional_residuals=down, mid_block_additional_residual=mid)
             out = out.sample.float()
-            if not guided:
-                return out
-            u, c = out.chunk(2)
-            return u + cfg * (c - u)
+            return guide(out, cfg) if cfg_on else out
 
         return DiscreteDenoiser(eps, self.sigma_table(), self.prediction)
 

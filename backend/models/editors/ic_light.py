@@ -18,6 +18,7 @@ from torch import nn
 
 from ...sampling import DiscreteDenoiser, Participant
 from ..weights import ModelUnavailable, build_pipeline, pick_device, resolve_source, torch_dtype, weights_file
+from . import guide, guided
 from .sd_base import SDEditor, keep_16bit_vae_safe
 
 Tensor = torch.Tensor
@@ -97,11 +98,10 @@ class ICLight(SDEditor):
         def eps(x_vp: Tensor, t: Tensor) -> Tensor:
             inp = torch.cat([x_vp, conds.to(x_vp)], dim=1).to(self.dtype)
             with torch.no_grad():
-                if cfg == 1.0:
+                if not guided(cfg):
                     return unet(inp, t, encoder_hidden_states=cond).sample.float()
                 out = unet(torch.cat([inp, inp]), torch.cat([t, t]), encoder_hidden_states=torch.cat([uncond, cond])).sample.float()
-            u, c = out.chunk(2)
-            return u + cfg * (c - u)
+            return guide(out, cfg)
 
         return DiscreteDenoiser(eps, self.sigma_table(), self.prediction)
 

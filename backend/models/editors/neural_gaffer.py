@@ -34,6 +34,7 @@ from ..weights import (
     torch_dtype,
     weights_file,
 )
+from . import guide, guided
 
 Tensor = torch.Tensor
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -174,17 +175,14 @@ class NeuralGaffer:
         return torch.cat([uncond, inp]), torch.cat([torch.zeros_like(e), e])
 
     def denoiser(self, conds: GafferConditions, cfg: float) -> DiscreteDenoiser:
-        guided = cfg > 1.0
+        cfg_on = guided(cfg)
 
         def eps(x_vp: Tensor, t: Tensor) -> Tensor:
-            inp, ctx = self.unet_input(x_vp.float(), conds, guided)
-            tt = torch.cat([t, t]) if guided else t
+            inp, ctx = self.unet_input(x_vp.float(), conds, cfg_on)
+            tt = torch.cat([t, t]) if cfg_on else t
             with torch.no_grad():
                 out = self.unet(inp.to(self.dtype), tt, encoder_hidden_states=ctx.to(self.dtype)).sample.float()
-            if not guided:
-                return out
-            u, c = out.chunk(2)
-            return u + cfg * (c - u)
+            return guide(out, cfg) if cfg_on else out
 
         return DiscreteDenoiser(eps, self.sigma_table(), self.scheduler.config.get("prediction_type", "epsilon"))
 

@@ -256,6 +256,33 @@ def pad_window(chunk: Sequence[str]) -> Window:
     return Window(input_inds, input_sels, test_inds, test_sels, p_in, p_te, in_maps, te_maps, assembled)
 
 
+@dataclass(frozen=True)
+class WindowLayout:
+    """One SEVA window as both pipelines use it (novel_views, multiview_edit): what each of its T frames
+    shows, which are conditioning frames, and which outputs to keep (padding repeats are dropped)."""
+
+    sources: list[tuple[str, int]]  # per frame: ("input", i) or ("target", j)
+    cond_mask: list[bool]  # per frame: an input (conditioning) frame
+    slots: list[int]  # frames whose outputs are kept: the first frame of each target
+    slot_targets: list[int]  # the target index each kept frame shows
+
+    def gather(self, inputs: Sequence, targets: Sequence) -> list:
+        """Per frame, the input's or the target's item (a camera, an intrinsics matrix, an image...)."""
+        return [inputs[i] if kind == "input" else targets[i] for kind, i in self.sources]
+
+    @property
+    def input_frames(self) -> list[int]:
+        """The input index of every conditioning frame, in frame order."""
+        return [i for kind, i in self.sources if kind == "input"]
+
+
+def window_layout(chunk: Sequence[str]) -> WindowLayout:
+    win = pad_window(chunk)
+    sources = [("input", int(f[1:])) if f[0] == "c" else ("target", int(f[1:])) for f in win.assembled]
+    slots = list(win.test_sels)
+    return WindowLayout(sources, list(win.cond_mask), slots, [win.test_inds[win.test_maps[k]] for k in slots])
+
+
 # --- anchors for two-pass sampling ---------------------------------------------------------
 
 
