@@ -254,3 +254,23 @@ def test_views_whose_names_slug_alike_never_share_an_output_file(tmp_path):
     assert sorted(per_view) == sorted(names) and len(set(per_view.values())) == 5
     assert per_view["Cam 1"] == "outputs/000_Cam_1.png" and per_view["前"] == "outputs/003.png"
     assert all((job.root / p).is_file() for p in per_view.values())
+
+
+def test_progress_is_one_step_count_over_the_reference_edit_and_every_window(tmp_path):
+    """It once read 95 % after the reference edit and restarted (with its ETA) in every SEVA window."""
+    views, files = [], {}
+    for i, v in enumerate(rig(6)):
+        Image.fromarray(v.rgba.astype(np.uint8), "RGBA").save(tmp_path / f"v{i}.png")
+        files[f"v{i}.png"] = tmp_path / f"v{i}.png"
+        views.append({"name": f"cam {i}", "width": 64, "height": 64, "K": K.tolist(), "c2w": v.c2w.tolist(), "image": f"v{i}.png"})
+    spec = {"task": "relight_text", "views": views, "edit": {"prompt": "window light"}, "models": {"multiview": "seva-tiny", "editor":
+            "ic-light-tiny"}, "sampling": {"steps": 3}, "multiview": {"window": 3, "size": 64}}  # fmt: skip
+    job = JobFolder.create(tmp_path / "job", parse_spec(spec), files)
+    events = []
+    assert run_job(job, progress=events.append).status == "done"
+    sampling = [e for e in events if e.stage == "sampling"]
+    windows = {e.message for e in sampling if e.message.startswith("window")}
+    assert len(windows) >= 3  # 5 targets in windows of 3 frames (1 input + 2 targets)
+    assert [e.step for e in sampling] == list(range(1, len(sampling) + 1))
+    assert {e.total for e in sampling} == {len(sampling)} == {3 + 3 * len(windows)}
+    assert all(e.eta_s is not None and e.eta_s >= 0 for e in sampling) and sampling[-1].eta_s == 0

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -111,19 +111,21 @@ def edit_views(
     rgba, extras, Ks, hw = _working_views(views, s, reference)
     conds = editor.view_conditions(rgba, [e | v.conditions for e, v in zip(extras, views, strict=True)])
     negative = s.negative_prompt if s.negative_prompt is not None else editor.default_negative
-    # 1. the reference view, edited alone
-    ref_p = editor.participant("editor", conds[[reference]], s.prompt, s.steps, s.cfg_editor, [s.seed], negative)
-    ref_lat = sample_coupled([ref_p], step=s.step, callback=_tag(callback, "reference"), should_cancel=should_cancel).latents["editor"]
-    ref_img = editor.decode(ref_lat).cpu()[0]  # [-1, 1], at the editor's resolution
-    if tuple(ref_img.shape[-2:]) != tuple(hw):  # e.g. Neural Gaffer's 256² crop for SEVA's 576²
-        ref_img = F.interpolate(ref_img[None], size=hw, mode="bicubic", align_corners=False)[0].clamp(-1, 1)
-    # 2./3. SEVA windows over the other views, each target frame coupled to its editor trajectory
     others = [i for i in range(len(views)) if i != reference]
     c2ws = [torch.tensor(v.c2w, dtype=torch.float32) for v in views]
     all_c2ws = torch.stack(c2ws)
     chunks = chunking.chunk_input_and_test("nearest-gt", s.T, all_c2ws[[reference]], all_c2ws[others])
-    denoiser = SevaDenoiser(seva.net)
     sigmas = seva_schedule(s.steps).double()
+    # 1. the reference view, edited alone
+    ref_p = editor.participant("editor", conds[[reference]], s.prompt, s.steps, s.cfg_editor, [s.seed], negative)
+    # one step count over the whole job: the reference edit, then every window (SEVA's schedule sets its length)
+    progress = _GlobalSteps(callback, len(ref_p.sigmas) - 1 + len(chunks) * (len(sigmas) - 1))
+    ref_lat = sample_coupled([ref_p], step=s.step, callback=progress.tagged("reference"), should_cancel=should_cancel).latents["editor"]
+    ref_img = editor.decode(ref_lat).cpu()[0]  # [-1, 1], at the editor's resolution
+    if tuple(ref_img.shape[-2:]) != tuple(hw):  # e.g. Neural Gaffer's 256² crop for SEVA's 576²
+        ref_img = F.interpolate(ref_img[None], size=hw, mode="bicubic", align_corners=False)[0].clamp(-1, 1)
+    # 2./3. SEVA windows over the other views, each target frame coupled to its editor trajectory
+    denoiser = SevaDenoiser(seva.net)
     ref_latent = seva.vae.encode(ref_img[None]).cpu()
     clip = seva.clip(ref_img[None]).mean(0).cpu()
     out: dict[int, Tensor] = {reference: ref_img}
@@ -173,7 +175,7 @@ def edit_views(
             sigmas=sigmas if s.alignment == "sigma" else None,
             join=s.join,
             max_pull=s.max_pull,
-            callback=_tag(callback, f"window {w_i + 1}/{len(chunks)}"),
+            callback=progress.tagged(f"window {w_i + 1}/{len(chunks)}"),
             should_cancel=should_cancel,
         )
         decoded = seva.vae.decode(res.latents["seva"][slots]).cpu()
@@ -192,10 +194,23 @@ def edit_views(
     return EditResult([out[i] for i in range(len(views))], reference, hw, meta)
 
 
-def _tag(callback, label: str):
-    if callback is None:
-        return None
-    return lambda info: callback(label, info)
+class _GlobalSteps:
+    """Turns each sampler run's own step numbers into one count over the job (the ETA then holds)."""
+
+    def __init__(self, callback: Callable[[str, StepInfo], None] | None, total: int) -> None:
+        self.callback, self.total, self.done, self.t0 = callback, total, 0, time.perf_counter()
+
+    def tagged(self, label: str) -> Callable[[StepInfo], None] | None:
+        if self.callback is None:
+            return None
+
+        def on_step(info: StepInfo) -> None:
+            self.done += 1
+            self.total = max(self.total, self.done)
+            elapsed = time.perf_counter() - self.t0
+            self.callback(label, replace(info, step=self.done, total=self.total, elapsed_s=elapsed))
+
+        return on_step
 
 
 def resize_to(img: Tensor, width: int, height: int) -> Tensor:

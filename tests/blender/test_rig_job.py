@@ -134,5 +134,5 @@ def test_photo_rig_job_runs_without_rendering(jobs_mod, rig, tmp_path):
     pump(job)
     assert job.status.state == "done", job.status.message
     inputs = sorted(p.name for p in (tmp_path / "job" / "inputs").iterdir())
-    assert inputs == ["Coupled_Edit_Rig_00.png"]  # nothing rendered: only the photo, byte for byte
+    assert inputs == ["000_Coupled_Edit_Rig_00.png"]  # nothing rendered: only the photo, byte for byte
     assert (tmp_path / "job" / "inputs" / inputs[0]).read_bytes() == (tmp_path / "p.png").read_bytes()
