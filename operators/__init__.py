@@ -20,9 +20,13 @@ _classes = (
 def register() -> None:
     for c in _classes:
         bpy.utils.register_class(c)
+    if rig_ops.cancel_jobs_on_load not in bpy.app.handlers.load_pre:
+        bpy.app.handlers.load_pre.append(rig_ops.cancel_jobs_on_load)
 
 
 def unregister() -> None:
+    if rig_ops.cancel_jobs_on_load in bpy.app.handlers.load_pre:
+        bpy.app.handlers.load_pre.remove(rig_ops.cancel_jobs_on_load)
     server_ops.stop_local_server()  # a server this session started does not outlive the add-on
     for c in reversed(_classes):
         bpy.utils.unregister_class(c)

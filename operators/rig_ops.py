@@ -15,6 +15,14 @@ from ..scene_io import capture, jobs, project, rigs, world, writeback
 ACTIVE: dict[str, jobs.RigJob] = {}
 
 
+@bpy.app.handlers.persistent
+def cancel_jobs_on_load(*_args) -> None:
+    """File > Open: the jobs belong to the scenes being closed; stop them (between two steps) and forget them."""
+    for job in list(ACTIVE.values()):
+        job.cancel()
+    ACTIVE.clear()
+
+
 def rig_cameras(context) -> list:
     s = context.scene.coupled_edit
     if s.rig_source == "SELECTED":
@@ -176,7 +184,11 @@ class COUPLED_EDIT_OT_run(bpy.types.Operator):
         if event.type == "ESC":
             job.cancel()
         if event.type in ("TIMER", "ESC"):
-            job.tick()
+            try:
+                job.tick()
+            except Exception as e:  # noqa: BLE001 - tick() handles its own errors; this is the last guard
+                self.report({"ERROR"}, f"Coupled Edit: {type(e).__name__}: {e}")
+                return self._end(context, {"CANCELLED"})
             redraw(context)
             if job.status.finished:
                 return self._end(context, self._report(context, job, job.status))

@@ -82,10 +82,19 @@ class RigJob:
 
     # -- main thread ---------------------------------------------------------------------------
     def tick(self) -> float | None:
-        """Advance; returns the delay until the next call, or None when finished (timer protocol)."""
-        st = self.status
-        if st.finished:
+        """Advance; returns the delay until the next call, or None when finished (timer protocol).
+
+        Never raises: an error (a failed render, a broken export) ends the job as failed, with the
+        scene's settings restored and a result.json in the folder that says why."""
+        if self.status.finished:
             return None
+        try:
+            return self._advance()
+        except Exception as e:  # noqa: BLE001 - reported through the status and result.json
+            return self._finish_failed(f"{type(e).__name__}: {e}")
+
+    def _advance(self) -> float | None:
+        st = self.status
         if st.state == "rendering":
             if self._cancel.is_set():
                 return self._finish_cancelled()
@@ -164,4 +173,25 @@ class RigJob:
     def _finish_cancelled(self) -> None:
         self.renderer.close()  # scene settings back as they were
         self.status.state, self.status.message = "cancelled", "cancelled while rendering"
+        self._write_result("cancelled", "cancelled while rendering")
         return None
+
+    def _finish_failed(self, message: str) -> None:
+        try:
+            self.renderer.close()
+        finally:
+            self.status.state, self.status.message = "failed", message
+            if not (self.folder / "result.json").exists():
+                self._write_result("failed", message)
+        return None
+
+    def _write_result(self, status: str, message: str) -> None:
+        """The folder says how the job ended even when the backend never ran (docs/scripting.md)."""
+        import json
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        result = {"job_id": self.folder.name, "status": status, "error": message, "outputs": [], "metadata": {}}
+        tmp = self.folder / ".result.json.part"
+        tmp.write_text(json.dumps(result, indent=2), encoding="utf-8")
+        tmp.replace(self.folder / "result.json")
+        self.status.result = result

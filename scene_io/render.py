@@ -53,11 +53,23 @@ def editing_render_settings(scene: bpy.types.Scene) -> Iterator[None]:
         scene.camera = saved_camera
 
 
+def view_layer_of(scene: bpy.types.Scene) -> bpy.types.ViewLayer:
+    """The view layer a render of ``scene`` shows: the window's when ``scene`` is the active one, else its first enabled one."""
+    if bpy.context.scene == scene and bpy.context.view_layer is not None:
+        return bpy.context.view_layer
+    return next((vl for vl in scene.view_layers if vl.use), scene.view_layers[0])
+
+
+def render_still(scene: bpy.types.Scene) -> None:
+    """Render ``scene`` (not whichever scene the window shows) to its own output path."""
+    bpy.ops.render.render(write_still=True, scene=scene.name, layer=view_layer_of(scene).name)
+
+
 def render_view(scene: bpy.types.Scene, camera: bpy.types.Object, path: Path) -> Path:
     """One RGBA PNG of ``camera`` (call inside :func:`editing_render_settings`)."""
     scene.camera = camera
     scene.render.filepath = str(path)
-    bpy.ops.render.render(write_still=True)
+    render_still(scene)
     if not Path(path).exists():
         raise RuntimeError(f"Blender did not write {path}; check the render engine and output permissions")
     return Path(path)
@@ -161,8 +173,15 @@ def _openimageio():
     return OpenImageIO
 
 
+PASS_ALIASES = {"IndexOB": "Object Index", "Z": "Depth"}  # older pass names -> today's
+_CHANNEL_ORDER = {"R": 0, "G": 1, "B": 2, "A": 3, "X": 0, "Y": 1, "Z": 2, "V": 0}
+
+
 def read_multilayer_exr(path: Path) -> dict:
-    """Every part of a multi-layer EXR as float32 (H, W, C), keyed by pass name ('Depth', 'Normal', ...)."""
+    """Every pass of a multi-layer EXR as float32 (H, W, C), keyed by pass name ('Depth', 'Normal', ...).
+
+    Blender 5 writes one part per pass (part "ViewLayer.Depth"); Blender 4.x writes a single part
+    holding every channel ("ViewLayer.Depth.Z", "ViewLayer.Normal.X", ...): both are grouped by pass."""
     import numpy as np
 
     oiio = _openimageio()
@@ -172,8 +191,19 @@ def read_multilayer_exr(path: Path) -> dict:
     out, i = {}, 0
     try:
         while inp.seek_subimage(i, 0):
-            name = inp.spec().get_string_attribute("name").split(".", 1)[-1]
-            out[name] = np.asarray(inp.read_image(format="float"), dtype=np.float32)
+            spec = inp.spec()
+            pixels = np.asarray(inp.read_image(format="float"), dtype=np.float32).reshape(spec.height, spec.width, -1)
+            names = list(spec.channelnames)
+            if len(names) > 1 and all(n.count(".") >= 2 for n in names):  # full names: layer.pass.channel
+                groups: dict[str, list[tuple[int, int]]] = {}
+                for c, n in enumerate(names):
+                    prefix, chan = n.rsplit(".", 1)
+                    groups.setdefault(prefix.split(".", 1)[-1], []).append((_CHANNEL_ORDER.get(chan, 9), c))
+                for name, chans in groups.items():
+                    out[PASS_ALIASES.get(name, name)] = pixels[..., [c for _, c in sorted(chans)]]
+            else:
+                name = spec.get_string_attribute("name").split(".", 1)[-1]
+                out[PASS_ALIASES.get(name, name)] = pixels
             i += 1
     finally:
         inp.close()
@@ -184,7 +214,7 @@ def read_multilayer_exr(path: Path) -> dict:
 def pass_render_settings(scene: bpy.types.Scene, objects: Sequence[bpy.types.Object]) -> Iterator[dict[int, str]]:
     """Cycles, 1 centred sample per pixel (no averaging across edges), depth/normal/index passes,
     multi-layer float EXR; objects get pass indices 1..N. Everything is restored afterwards."""
-    vl = bpy.context.view_layer
+    vl = view_layer_of(scene)
     ims = scene.render.image_settings
     saved = {
         "engine": scene.render.engine,
@@ -239,7 +269,7 @@ def render_passes(scene: bpy.types.Scene, camera: bpy.types.Object, folder: Path
     exr = Path(folder) / f".{name}.passes.exr"
     scene.camera = camera
     scene.render.filepath = str(exr)
-    bpy.ops.render.render(write_still=True)
+    render_still(scene)
     layers = read_multilayer_exr(exr)
     exr.unlink()
     if "Depth" not in layers:

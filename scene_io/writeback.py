@@ -20,6 +20,8 @@ class StripResult:
     images: dict[str, str] = field(default_factory=dict)  # camera name -> image datablock name
     backgrounds: list[str] = field(default_factory=list)  # cameras that got a background image
     channel: int | None = None  # sequencer channel holding the new strips
+    files: dict[str, str] = field(default_factory=dict)  # camera name -> the file its strip shows (blend-relative when saved)
+    notes: list[str] = field(default_factory=list)  # what changed beyond new data, for the operator to report
 
 
 def result_images(job_folder: Path) -> dict[str, Path]:
@@ -72,9 +74,41 @@ def apply_as_strips(
             out.backgrounds.append(cam.name)
     if sequencer and ordered:
         se = scene.sequence_editor or scene.sequence_editor_create()
-        used = [s.channel for s in se.strips_all] if hasattr(se, "strips_all") else [s.channel for s in se.strips]
-        out.channel = max(used, default=0) + 1
+        strips, every = _strip_collections(se)
+        out.channel = max((st.channel for st in every), default=0) + 1
+        out.files = strip_files(files, label, out.notes)
         for frame, cam in enumerate(ordered, start=scene.frame_start):
-            strip = se.strips.new_image(f"CE {label} {cam.name}", str(files[cam.name]), out.channel, frame)
+            strip = strips.new_image(f"CE {label} {cam.name}", out.files[cam.name], out.channel, frame)
             strip.frame_final_duration = 1
+        if scene.render.use_sequencer:  # with strips in it the sequencer would replace the 3D render on F12
+            scene.render.use_sequencer = False
+            out.notes.append(
+                "Render Properties > Post Processing > Sequencer is now off, so F12 still renders the 3D scene; "
+                "turn it on to render the strips"
+            )
+    return out
+
+
+def _strip_collections(se):
+    """(new strips go here, every strip) across API versions: ``strips`` from 4.4, ``sequences`` before."""
+    strips = se.strips if hasattr(se, "strips") else se.sequences
+    every = se.strips_all if hasattr(se, "strips_all") else getattr(se, "sequences_all", strips)
+    return strips, every
+
+
+def strip_files(files: dict[str, Path], label: str, notes: list[str]) -> dict[str, str]:
+    """The result files copied next to the saved .blend (``//coupled_edit_results/<job>/``) and referenced
+    relatively, so strips survive moving the project folder; an unsaved file keeps the job folder's paths."""
+    import shutil
+
+    if not bpy.data.filepath:
+        notes.append("the .blend is not saved: strips point into the job folder; save, then apply again to keep them with the project")
+        return {name: str(f) for name, f in files.items()}
+    folder = Path(bpy.path.abspath("//")) / "coupled_edit_results" / bpy.path.clean_name(label)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for name, f in files.items():
+        dest = folder / f.name
+        shutil.copyfile(f, dest)
+        out[name] = bpy.path.relpath(str(dest))
     return out

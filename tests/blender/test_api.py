@@ -6,6 +6,8 @@ import importlib
 
 import pytest
 
+from backend.naming import view_stem
+
 bpy = pytest.importorskip("bpy", reason="the bpy wheel is part of the test install (make test installs it)")
 
 
@@ -33,6 +35,6 @@ def test_batch_example_over_two_scenes(addon, empty_scene, tmp_path):
             on_progress=lambda st, seen=seen: seen.append(st.fraction),
         )
         assert res.ok, res.status.message
-        assert seen[-1] == 1.0 and (tmp_path / name / "inputs" / f"002_{cams[2].name.replace(' ', '_')}.png").exists()
+        assert seen[-1] == 1.0 and (tmp_path / name / "inputs" / f"{view_stem(2, cams[2].name)}.png").exists()
         strips = ce.apply_as_strips(scene, cams, res.folder)
         assert set(strips.images) == {c.name for i, c in enumerate(cams) if i != 2}

@@ -167,3 +167,73 @@ def test_modal_run_ticks_on_timer_and_esc_cancels(ui, tmp_path):
         result = op_cls.modal(op, bpy.context, timer)
     assert result == {"CANCELLED"} and ui.name not in rig_ops.ACTIVE
     assert reports[-1][0] == {"WARNING"} and "cancel" in reports[-1][1]
+
+
+def _modal_op(op_cls, reports):
+    import types
+
+    op = SimpleNamespace(_timer=None, report=lambda kind, msg: reports.append((kind, msg)))
+    for name in ("_end", "_report"):
+        setattr(op, name, types.MethodType(getattr(op_cls, name), op))
+    return op
+
+
+def test_an_error_in_a_tick_ends_the_job_reports_it_and_frees_the_run_button(ui, tmp_path):
+    """It once left the job registered (Run greyed out until Blender restarted) with no result.json."""
+    rig_ops = importlib.import_module("coupled_edit.operators.rig_ops")
+    op_cls = bpy.types.COUPLED_EDIT_OT_run
+    s = ui.coupled_edit
+    s.task, s.turntable_count, s.model, s.steps, s.working_size, s.output_dir = "novel_views", 3, "seva-tiny", 2, 64, str(tmp_path)
+    bpy.ops.coupled_edit.build_turntable()
+    view_transform = ui.view_settings.view_transform
+    job = rig_ops.make_job(bpy.context)
+    rig_ops.ACTIVE[ui.name] = job
+
+    real_step, calls = job.renderer.step, []
+
+    def flaky_render():  # the first view renders (editing settings applied), the second fails
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("GPU driver lost")
+        return real_step()
+
+    job.renderer.step = flaky_render
+    reports, op, timer = [], _modal_op(op_cls, []), SimpleNamespace(type="TIMER")
+    op.report = lambda kind, msg: reports.append((kind, msg))
+    assert op_cls.modal(op, bpy.context, timer) == {"PASS_THROUGH"}
+    assert ui.view_settings.view_transform == "Standard"  # rendering for editing
+    result = op_cls.modal(op, bpy.context, timer)
+    assert result == {"CANCELLED"} and ui.name not in rig_ops.ACTIVE and op_cls.poll(bpy.context)
+    assert reports[-1][0] == {"ERROR"} and "GPU driver lost" in reports[-1][1]
+    saved = json.loads((job.folder / "result.json").read_text())
+    assert saved["status"] == "failed" and "GPU driver lost" in saved["error"]
+    assert ui.view_settings.view_transform == view_transform
+
+
+def test_a_cancelled_export_leaves_a_result_saying_so(ui, tmp_path):
+    rig_ops = importlib.import_module("coupled_edit.operators.rig_ops")
+    s = ui.coupled_edit
+    s.task, s.turntable_count, s.model, s.working_size, s.output_dir = "novel_views", 3, "seva-tiny", 64, str(tmp_path)
+    bpy.ops.coupled_edit.build_turntable()
+    job = rig_ops.make_job(bpy.context)
+    job.cancel()
+    assert job.tick() is None and job.status.state == "cancelled"
+    assert json.loads((job.folder / "result.json").read_text())["status"] == "cancelled"
+
+
+def test_opening_a_file_cancels_and_forgets_running_jobs(ui, tmp_path):
+    rig_ops = importlib.import_module("coupled_edit.operators.rig_ops")
+    s = ui.coupled_edit
+    s.task, s.turntable_count, s.model, s.steps, s.working_size, s.output_dir = "novel_views", 3, "seva-tiny", 500, 64, str(tmp_path)
+    bpy.ops.coupled_edit.build_turntable()
+    job = rig_ops.make_job(bpy.context)
+    rig_ops.ACTIVE[ui.name] = job
+    while job.status.state == "rendering":
+        job.tick()
+    bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "other.blend"))
+    bpy.ops.wm.open_mainfile(filepath=str(tmp_path / "other.blend"))
+    assert rig_ops.ACTIVE == {}
+    deadline = time.monotonic() + 60
+    while job.tick() is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert job.status.state == "cancelled"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,7 +25,9 @@ def finished_job(tmp_path, names, status="done"):
 
     views = [{"name": n, "width": 24, "height": 16, "K": [[20, 0, 12], [0, 20, 8], [0, 0, 1]], "c2w": np.eye(4).tolist()} for n in names]
     views[0]["image"] = "in.png"
-    job = JobFolder.create(tmp_path / "job", parse_spec({"task": "novel_views", "views": views}), {"in.png": b"x"})
+    (tmp_path / "in.png").parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.zeros((16, 24, 3), np.uint8)).save(tmp_path / "in.png")
+    job = JobFolder.create(tmp_path / "job", parse_spec({"task": "novel_views", "views": views}), {"in.png": tmp_path / "in.png"})
     outs, rng = [], np.random.default_rng(0)
     for n in names[1:]:
         arr = rng.integers(0, 256, (16, 24, 3), dtype=np.uint8)
@@ -83,3 +86,35 @@ def test_refuses_unfinished_or_mismatched_jobs(wb, empty_scene, tmp_path):
     assert not [i for i in bpy.data.images if i.name.startswith("CE ")]  # nothing half-applied
     data = json.loads((ok / "result.json").read_text())
     assert data["status"] == "done"
+
+
+def test_strips_survive_moving_the_project_and_f12_still_renders_the_scene(wb, empty_scene, tmp_path):
+    import shutil
+
+    cams = rig(empty_scene, 3)
+    folder = finished_job(tmp_path / "jobs", [c.name for c in cams])
+    project = tmp_path / "project"
+    project.mkdir()
+    bpy.ops.wm.save_as_mainfile(filepath=str(project / "shot.blend"))
+    scene = bpy.context.scene
+    assert scene.render.use_sequencer
+    res = wb.apply_as_strips(scene, [scene.objects[c] for c in ("cam0", "cam1", "cam2")], folder, label="relit")
+    assert not scene.render.use_sequencer and any("F12 still renders the 3D scene" in n for n in res.notes)
+    assert all(f.startswith("//coupled_edit_results/relit/") for f in res.files.values()), res.files
+    bpy.ops.wm.save_mainfile()
+    shutil.rmtree(tmp_path / "jobs")  # the job folder is gone ...
+    shutil.move(str(project), str(tmp_path / "moved"))  # ... and the project moved
+    bpy.ops.wm.open_mainfile(filepath=str(tmp_path / "moved" / "shot.blend"))
+    se = bpy.context.scene.sequence_editor
+    strips = [st for st in se.strips if st.name.startswith("CE relit")]
+    assert len(strips) == 2
+    for st in strips:
+        path = Path(bpy.path.abspath(st.directory)) / st.elements[0].filename
+        assert path.is_file(), path
+
+
+def test_strips_fall_back_to_the_sequences_collection_of_older_blenders(wb):
+    class Old:  # Blender 4.2/4.3: SequenceEditor has sequences / sequences_all, no strips
+        sequences, sequences_all = ["a"], ["a", "b"]
+
+    assert wb._strip_collections(Old()) == (["a"], ["a", "b"])
