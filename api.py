@@ -22,6 +22,7 @@ from .scene_io.cameras import CameraError, camera_matrices
 from .scene_io.capture import capture_before, object_changes, spatial_job
 from .scene_io.export import build_spec, export_photo_rig, export_rig
 from .scene_io.jobs import JobStatus, RigJob
+from .scene_io.paths import resolve_folder
 from .scene_io.project import apply_as_texture, project_views
 from .scene_io.rigs import build_turntable, reference_index, rig_from_collection, rig_from_selection
 from .scene_io.world import WorldError, envmap_edit, world_lighting
@@ -79,7 +80,7 @@ def run(
     if render is None and task == "novel_views" and not sections.get("photos"):
         ref = reference_index(cameras, scene)
         render = [i == ref for i in range(len(cameras))]
-    job = RigJob(scene, cameras, Path(folder), task, render=render, server=server, **sections)
+    job = RigJob(scene, cameras, folder, task, render=render, server=server, **sections)  # "//x": next to the .blend
     while (delay := job.tick()) is not None:
         if on_progress:
             on_progress(job.status)
@@ -101,9 +102,10 @@ def run_spatial_edit(
     """The object changes since ``capture_before(scene, cameras, capture_dir)`` as a spatial_edit job, run and waited for."""
     import json
 
-    spatial_job(Path(capture_dir), scene, Path(folder), only, **sections)
-    names = json.loads((Path(capture_dir) / "capture.json").read_text())["cameras"]
-    job = RigJob(scene, [scene.objects[n] for n in names], Path(folder), "spatial_edit", prepared=True, server=server)
+    capture_dir, folder = resolve_folder(capture_dir), resolve_folder(folder)
+    spatial_job(capture_dir, scene, folder, only, **sections)
+    names = json.loads((capture_dir / "capture.json").read_text())["cameras"]
+    job = RigJob(scene, [scene.objects[n] for n in names], folder, "spatial_edit", prepared=True, server=server)
     while (delay := job.tick()) is not None:
         if on_progress:
             on_progress(job.status)

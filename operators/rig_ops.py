@@ -1,15 +1,13 @@
 """Operators on the rig and its jobs; the work lives in ``scene_io`` (operators stay thin)."""
 
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
 import bpy
 
 from .. import preferences
-from ..scene_io import capture, jobs, project, rigs, world, writeback
+from ..scene_io import capture, jobs, paths, project, rigs, world, writeback
 
 # the running job per scene (runtime state, never saved in the .blend)
 ACTIVE: dict[str, jobs.RigJob] = {}
@@ -33,10 +31,8 @@ def rig_cameras(context) -> list:
 
 
 def new_job_folder(context) -> Path:
-    base = bpy.path.abspath(context.scene.coupled_edit.output_dir)
-    if base.startswith("//") or not base:  # unsaved file: relative paths have no anchor
-        base = os.path.join(tempfile.gettempdir(), "coupled_edit")
-    folder = Path(base) / time.strftime("job-%Y%m%d-%H%M%S")
+    base = paths.resolve_folder(context.scene.coupled_edit.output_dir or "//coupled_edit")  # unsaved: the temp folder
+    folder = base / time.strftime("job-%Y%m%d-%H%M%S")
     n = 1
     while folder.exists():
         folder = folder.with_name(f"{folder.name.split('_')[0]}_{n}")
@@ -88,7 +84,7 @@ def make_job(context) -> jobs.RigJob:
 def make_spatial_job(context) -> jobs.RigJob:
     """The changes since Capture Before, on the captured views (nothing is rendered now)."""
     s = context.scene.coupled_edit
-    cap = Path(bpy.path.abspath(s.capture_dir)) if s.capture_dir else None
+    cap = paths.resolve_folder(s.capture_dir) if s.capture_dir else None
     if cap is None or not (cap / "capture.json").exists():
         raise ValueError("press Capture Before first, then move, duplicate or delete objects")
     only = {o.name for o in context.selected_objects} if s.only_selected else None

@@ -18,6 +18,7 @@ import bpy
 import numpy as np
 
 from .export import build_spec, scene_objects, view_stems, write_job
+from .paths import resolve_folder
 from .render import ViewRenderer
 
 
@@ -30,7 +31,7 @@ def capture_before(scene: bpy.types.Scene, cameras, folder: Path, photos: bool =
 
     ``photos``: a photo rig with proxy geometry: the colour of every camera that has a background
     photo is that photo (at the render's size), depth and object index come from the proxies."""
-    folder = Path(folder)
+    folder = resolve_folder(folder)
     if (folder / "capture.json").exists():
         raise FileExistsError(f"{folder} already holds a capture; choose a new folder")
     cams = list(cameras)
@@ -83,7 +84,7 @@ def object_changes(scene: bpy.types.Scene, capture: dict, only: set[str] | None 
 
 def spatial_job(capture_dir: Path, scene: bpy.types.Scene, folder: Path, only: set[str] | None = None, **sections) -> Path:
     """A job folder for the changes since the capture: the captured views + ``edit.objects``."""
-    capture_dir, folder = Path(capture_dir), Path(folder)
+    capture_dir, folder = resolve_folder(capture_dir), resolve_folder(folder)
     capture = json.loads((capture_dir / "capture.json").read_text())
     changes = object_changes(scene, capture, only)
     if not changes:

@@ -16,6 +16,7 @@ import bpy
 
 from ..backend.naming import view_stem
 from .cameras import camera_matrices
+from .paths import resolve_folder
 from .render import ViewRenderer
 from .rigs import reference_index
 
@@ -108,7 +109,7 @@ def export_rig(
     ``passes``: also planar depth, world normals and object index (float .npy) of every view,
     rendered or not, so generated views can be checked for consistency and projected."""
     render = list(render) if render is not None else [True] * len(cameras)
-    folder = Path(folder)
+    folder = resolve_folder(folder)
     to_render = [c for c, r in zip(cameras, render, strict=True) if r]
     stems = view_stems(cameras)
     others = [(c, stems[c.name]) for c in cameras if c not in to_render]
@@ -177,7 +178,7 @@ def photo_view(scene: bpy.types.Scene, cam: bpy.types.Object, image: bpy.types.I
 
 def export_photo_rig(scene: bpy.types.Scene, cameras: Sequence[bpy.types.Object], folder: Path, task: str, **sections) -> Path:
     """A job from cameras that carry photos (inputs) and cameras without (targets); nothing is rendered."""
-    folder = Path(folder)
+    folder = resolve_folder(folder)
     if (folder / "job.json").exists():
         raise FileExistsError(f"{folder} already holds a job; choose a new folder")
     views, stems = [], view_stems(cameras)

@@ -19,6 +19,7 @@ from pathlib import Path
 import bpy
 
 from .export import export_photo_rig, finish_job, scene_objects, view_stems
+from .paths import resolve_folder
 from .render import ViewRenderer
 
 TICK_S = 0.1
@@ -64,7 +65,7 @@ class RigJob:
         ``prepared``: ``folder`` already holds the job (job.json + inputs, e.g. a spatial edit of a capture): just run it.
         """
         self.server, self.prepared = server, prepared
-        self.scene, self.cameras, self.folder, self.task, self.sections = scene, list(cameras), Path(folder), task, sections
+        self.scene, self.cameras, self.folder, self.task, self.sections = scene, list(cameras), resolve_folder(folder), task, sections
         if (self.folder / "job.json").exists() != prepared:
             raise FileExistsError(f"{self.folder} already holds a job; choose a new folder" if not prepared else f"no job.json in {folder}")
         self.photos = photos

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import importlib
+import json
+from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from backend.naming import view_stem
 
@@ -38,3 +42,39 @@ def test_batch_example_over_two_scenes(addon, empty_scene, tmp_path):
         assert seen[-1] == 1.0 and (tmp_path / name / "inputs" / f"{view_stem(2, cams[2].name)}.png").exists()
         strips = ce.apply_as_strips(scene, cams, res.folder)
         assert set(strips.images) == {c.name for i, c in enumerate(cams) if i != 2}
+
+
+def test_blend_relative_job_folders_and_the_scene_named_is_the_scene_rendered(addon, empty_scene, tmp_path):
+    """'//jobs/x' once became /jobs/x at the filesystem root; an unsaved file used the process's working
+    directory; and a non-active scene's views were rendered from the active scene."""
+    import tempfile
+
+    ce = importlib.import_module("coupled_edit.api")
+    paths = importlib.import_module("coupled_edit.scene_io.paths")
+    assert paths.resolve_folder("//jobs/x") == (Path(tempfile.gettempdir()) / "coupled_edit/jobs/x").resolve()  # unsaved
+    active = bpy.context.scene  # empty: nothing to see
+    other = bpy.data.scenes.new("product")
+    other.render.engine = "CYCLES"
+    other.cycles.samples, other.cycles.use_denoising = 1, False
+    other.render.resolution_x = other.render.resolution_y = 32
+    mesh = bpy.data.meshes.new("box")
+    import bmesh
+
+    bm = bmesh.new()
+    bmesh.ops.create_cube(bm, size=2.0)
+    bm.to_mesh(mesh)
+    other.collection.objects.link(bpy.data.objects.new("box", mesh))
+    bpy.context.window.scene = other
+    cams = ce.build_turntable(bpy.context, [other.objects["box"]], count=2)
+    bpy.context.window.scene = active
+    (tmp_path / "proj").mkdir()
+    bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "proj/shot.blend"))
+    active, other = bpy.context.scene, bpy.data.scenes["product"]
+    active_path = active.render.filepath
+    cams = [other.objects[c.name] for c in cams]
+    folder = ce.export_rig(other, cams, "//jobs/x", "novel_views", render=[True, False])
+    assert folder == (tmp_path / "proj/jobs/x").resolve() and not Path("/jobs/x").exists()
+    spec = json.loads((folder / "job.json").read_text())
+    alpha = np.asarray(Image.open(folder / "inputs" / spec["views"][0]["image"]))[..., 3]
+    assert (alpha > 0).mean() > 0.05  # the product scene's box, not the empty active scene
+    assert bpy.context.scene == active and active.render.filepath == active_path
