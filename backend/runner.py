@@ -15,6 +15,8 @@ from pathlib import Path
 from .input_files import check_view_sizes
 from .jobs import JobFolder, JobResult
 from .model_cache import ModelCache
+from .model_needs import is_offline, missing_message, missing_models
+from .models.weights import ModelUnavailable
 from .sampling import Cancelled
 from .tasks import RUNNERS
 from .tasks.common import CancelFn, ProgressFn, Reporter, slug
@@ -37,6 +39,8 @@ def run_job(
         if spec.task not in IMPLEMENTED:
             raise NotImplementedError(f"task {spec.task!r} is not available in this version; available: {', '.join(IMPLEMENTED)}")
         check_view_sizes(job.inputs, spec.views)  # before any model loads: a pass of another size is a broken export
+        if is_offline() and (missing := missing_models(spec.task, spec.models.model_dump(), spec.edit.model_dump())):
+            raise ModelUnavailable(missing_message(missing))  # every missing model at once, not the first one loaded
         cache.begin_job()
         run = RUNNERS[spec.task]
         outputs, metadata = run(spec, job, rep, should_cancel, cache)

@@ -44,6 +44,47 @@ def backend_module(name: str):
     return importlib.import_module(f"{__package__.rsplit('.', 1)[0]}.backend.{name}")
 
 
+class RigError(ValueError):
+    """What makes a rig job impossible, all of it at once, found before the first view renders."""
+
+
+def check_before_rendering(scene, cameras, task: str, render: Sequence[bool], passes: bool, photos: bool, server, sections) -> list[str]:
+    """Every problem with the cameras, the passes the task needs, the rig's size and (in-process) the
+    weights, raised together as ``RigError``; returns notes worth showing (models that will download)."""
+    from .cameras import camera_matrices
+
+    problems, notes = [], []
+    for cam in cameras:
+        try:
+            camera_matrices(cam, scene)
+        except ValueError as e:  # orthographic, panoramic, mirrored, zero scale, not a camera
+            problems.append(f"{cam.name}: {e}" if cam.name not in str(e) else str(e))
+    if task == "novel_views" and not photos and (len(cameras) < 2 or all(render)):
+        problems.append("novel_views needs at least two cameras: the input view(s) and at least one view to generate")
+    edit = sections.get("edit") or {}
+    if task == "stylize" and not passes:
+        kinds = [c.get("kind", "depth") for c in (edit.get("controls") or [{}])]
+        need = [k for k in kinds if k in ("depth", "normal", "lineart")]
+        if need:
+            problems.append(f"the {', '.join(need)} ControlNet needs geometry passes, which a photo rig has not: use canny or tile")
+    if server is None:
+        try:
+            needs = backend_module("model_needs")
+            missing = needs.missing_models(task, sections.get("models"), edit)
+        except ImportError:  # Blender's Python without huggingface_hub: the backend checks when it starts
+            missing = []
+        except (KeyError, FileNotFoundError) as e:
+            problems.append(str(e))
+            missing = []
+        if missing and needs.is_offline():
+            problems.append(needs.missing_message(missing))
+        elif missing:
+            notes.append(f"first use downloads {', '.join(missing)}")
+    if problems:
+        raise RigError("cannot run this job: " + "; ".join(problems))
+    return notes
+
+
 class RigJob:
     def __init__(
         self,
@@ -70,12 +111,15 @@ class RigJob:
             raise FileExistsError(f"{self.folder} already holds a job; choose a new folder" if not prepared else f"no job.json in {folder}")
         self.photos = photos
         mask = [False] * len(self.cameras) if photos or prepared else (list(render) if render is not None else [True] * len(self.cameras))
+        self.notes: list[str] = []
+        if not prepared:  # a prepared job (a capture) was checked when it was made
+            self.notes = check_before_rendering(scene, self.cameras, task, mask, passes, photos, server, sections)
         self.to_render = [c for c, r in zip(self.cameras, mask, strict=True) if r]
         stems = view_stems(self.cameras)
         self.names = [stems[c.name] for c in self.to_render]
         others = [(c, stems[c.name]) for c in self.cameras if c not in self.to_render and not (photos or prepared)]
         self.renderer = ViewRenderer(scene, self.to_render, self.folder / "inputs", self.names, passes, scene_objects(scene), others)
-        self.status = JobStatus(message=f"rendering 0/{self.renderer.total} views")
+        self.status = JobStatus(message="; ".join([f"rendering 0/{self.renderer.total} views", *self.notes]))
         self._events: queue.Queue = queue.Queue()
         self._cancel = threading.Event()
         self._thread: threading.Thread | None = None

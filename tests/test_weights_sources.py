@@ -160,3 +160,25 @@ def test_magic_fixup_loads_the_hub_file_magicfu_weights(tmp_path, hub_cache, mon
     m = mf.load_magic_fixup("magicfixup", device="cpu", dtype="float32", unet=cfg["unet"], vae=cfg["vae"]["ddconfig"], log=logs.append)
     assert m.schedule_kind and any("non-commercial" in line for line in logs)
     assert any("converting magicfu_weights" in line for line in logs)
+
+
+def test_an_offline_job_names_every_missing_model_before_loading_any(tmp_path, hub_cache):
+    from backend.model_needs import job_model_keys
+
+    spec = {"task": "stylize", "views": [], "edit": {"prompt": "ink", "controls": [{"kind": "canny"}, {"kind": "tile"}]},
+            "models": {"multiview": "seva-1.1", "editor": "sd15", "paths": {"seva-clip": str(tmp_path)}}}  # fmt: skip
+    assert job_model_keys("stylize", spec["models"], spec["edit"]) == ["seva-1.1", "seva-vae", "sd15", "controlnet-canny", "controlnet-tile"]
+    assert job_model_keys("relight_text", {"multiview": "seva-tiny", "editor": "ic-light-tiny"}) == []
+    assert job_model_keys("relight_text", {"source": "/my/sd"}) == ["seva-1.1", "seva-vae", "seva-clip", "ic-light-fc"]
+    from test_multiview_edit import K, rig
+
+    views, files = [], {}
+    for i, v in enumerate(rig(3)):
+        Image.fromarray(v.rgba.astype(np.uint8), "RGBA").save(tmp_path / f"v{i}.png")
+        files[f"v{i}.png"] = tmp_path / f"v{i}.png"
+        views.append({"name": f"cam {i}", "width": 64, "height": 64, "K": K.tolist(), "c2w": v.c2w.tolist(), "image": f"v{i}.png"})
+    job = JobFolder.create(tmp_path / "job", parse_spec({"task": "relight_text", "views": views, "edit": {"prompt": "x"}}), files)
+    res = run_job(job)
+    assert res.status == "failed" and "5 model(s) not on this machine" in res.error
+    for key in ("seva-1.1", "seva-vae", "seva-clip", "ic-light-fc", "ic-light-base"):
+        assert key in res.error

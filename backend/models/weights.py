@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from ..model_needs import cache_marker, in_cache  # noqa: F401 - re-exported: callers import them from here
 from ..registry import MODELS, ModelEntry, entry
 
 log = logging.getLogger(__name__)
@@ -166,24 +167,6 @@ def build_pipeline(cls, source: str, entry: ModelEntry | None, dtype: torch.dtyp
     with friendly_hub_errors(source, gated=bool(entry and entry.gated)):
         pipe = cls.from_pretrained(source, revision=entry.revision if entry else None, torch_dtype=dtype, **from_pretrained_kwargs)
     return pipe, []
-
-
-def cache_marker(entry: ModelEntry) -> str:
-    """The file whose presence in the hub cache means the model is there."""
-    if entry.filename:
-        return entry.filename
-    # single models (a VAE, CLIP, a ControlNet) have config.json; pipelines have model_index.json
-    name = "config.json" if entry.kind in ("vae", "clip", "controlnet") else "model_index.json"
-    return f"{entry.subfolder}/{name}" if entry.subfolder else name
-
-
-def in_cache(entry: ModelEntry) -> bool:
-    """True when the model's weights are in the local Hugging Face cache (no network is used)."""
-    if entry.repo is None:
-        return True  # tiny models are built, never downloaded
-    from huggingface_hub import try_to_load_from_cache
-
-    return isinstance(try_to_load_from_cache(entry.repo, cache_marker(entry), revision=entry.revision), str)
 
 
 # --- checkpoints published as pickles: tensors only, converted once to safetensors --------------

@@ -108,10 +108,10 @@ def test_cancel_while_sampling_stops_between_steps(jobs_mod, rig, tmp_path):
 
 def test_a_backend_failure_is_reported_not_raised(jobs_mod, rig, tmp_path):
     scene, cams = rig
-    # all views rendered: novel_views then has no targets, which the backend rejects with a message
-    job = jobs_mod.RigJob(scene, cams[:2], tmp_path / "job", "novel_views", models={"multiview": "seva-tiny"})
+    # a spec the backend refuses (Flux is not a multi-view model): a failed status with its message
+    job = jobs_mod.RigJob(scene, cams[:2], tmp_path / "job", "novel_views", render=[True, False], models={"multiview": "flux-tiny"})
     pump(job)
-    assert job.status.state == "failed" and "target views without one" in job.status.message
+    assert job.status.state == "failed" and "is not a SEVA model" in job.status.message
 
 
 def test_photo_rig_job_runs_without_rendering(jobs_mod, rig, tmp_path):
@@ -136,3 +136,41 @@ def test_photo_rig_job_runs_without_rendering(jobs_mod, rig, tmp_path):
     inputs = sorted(p.name for p in (tmp_path / "job" / "inputs").iterdir())
     assert inputs == ["000_Coupled_Edit_Rig_00.png"]  # nothing rendered: only the photo, byte for byte
     assert (tmp_path / "job" / "inputs" / inputs[0]).read_bytes() == (tmp_path / "p.png").read_bytes()
+
+
+def test_every_problem_is_reported_before_the_first_view_renders(addon, cycles_scene, tmp_path, monkeypatch):
+    """Orthographic, panoramic and mirrored cameras, a one-camera novel_views, passes a photo rig lacks and
+    (offline) every missing model: one error naming all of it, and nothing written."""
+    import huggingface_hub.constants as c
+
+    jobs = importlib.import_module("coupled_edit.scene_io.jobs")
+    bpy.ops.mesh.primitive_cube_add()
+    cams = []
+    for name, kind in (("Front", "PERSP"), ("Top", "ORTHO"), ("Dome", "PANO"), ("Mirror", "PERSP")):
+        cam = bpy.data.objects.new(name, bpy.data.cameras.new(name))
+        cam.data.type = kind
+        cam.location = (0, -6, 0)
+        cam.rotation_euler = (1.5708, 0, 0)
+        cycles_scene.collection.objects.link(cam)
+        cams.append(cam)
+    cams[3].scale = (-1, 1, 1)
+    with pytest.raises(jobs.RigError) as exc:
+        jobs.RigJob(cycles_scene, cams, tmp_path / "a", "novel_views", render=[True, False, False, False])
+    text = str(exc.value)
+    assert "'Top' is orthographic" in text and "'Dome' is panoramic" in text and "Mirror: " in text and "mirrored" in text
+    assert not (tmp_path / "a").exists()
+    with pytest.raises(jobs.RigError, match="novel_views needs at least two cameras"):
+        jobs.RigJob(cycles_scene, cams[:1], tmp_path / "b", "novel_views", models={"multiview": "seva-tiny"})
+    with pytest.raises(jobs.RigError, match="depth ControlNet needs geometry passes"):
+        jobs.RigJob(cycles_scene, cams[:1], tmp_path / "c", "stylize", photos=True, edit={"prompt": "x"}, models={"multiview": "seva-tiny",
+                    "editor": "sd-tiny"})  # fmt: skip
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(jobs.RigError) as exc:
+        jobs.RigJob(cycles_scene, cams[:1], tmp_path / "d", "relight_text", edit={"prompt": "x"},
+                    models={"multiview": "seva-1.1", "editor": "ic-light-fc"})  # fmt: skip
+    text = str(exc.value)
+    for key in ("seva-1.1", "seva-vae", "seva-clip", "ic-light-fc", "ic-light-base"):
+        assert key in text, (key, text)
+    assert "5 model(s)" in text and "models.paths" in text and "huggingface.co/stabilityai/stable-virtual-camera" in text
+    assert not (tmp_path / "d").exists()
