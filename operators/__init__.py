@@ -2,7 +2,7 @@
 
 import bpy
 
-from . import check_backend, rig_ops, server_ops
+from . import check_backend, rig_ops, server_ops, stepwise
 
 _classes = (
     check_backend.COUPLED_EDIT_OT_check_backend,
@@ -14,6 +14,7 @@ _classes = (
     rig_ops.COUPLED_EDIT_OT_apply_texture,
     server_ops.COUPLED_EDIT_OT_start_server,
     server_ops.COUPLED_EDIT_OT_stop_server,
+    stepwise.COUPLED_EDIT_OT_cancel_task,
 )
 
 

@@ -8,6 +8,7 @@ import bpy
 
 from .. import preferences
 from ..scene_io import capture, jobs, paths, project, rigs, world, writeback
+from . import stepwise
 
 # the running job per scene (runtime state, never saved in the .blend)
 ACTIVE: dict[str, jobs.RigJob] = {}
@@ -19,6 +20,7 @@ def cancel_jobs_on_load(*_args) -> None:
     for job in list(ACTIVE.values()):
         job.cancel()
     ACTIVE.clear()
+    stepwise.cancel_all()
 
 
 def rig_cameras(context) -> list:
@@ -92,29 +94,27 @@ def make_spatial_job(context) -> jobs.RigJob:
     sections = {
         "models": {"multiview": s.model, "editor": s.fixup},
         "sampling": {"steps": s.steps, "cfg_multiview": s.guidance, "seed": s.seed, "lam": s.strength},
+        "multiview": {"size": s.working_size},  # Working Size counts here too (it was left out)
     }
     capture.spatial_job(cap, context.scene, folder, only, **sections)
     cams = [context.scene.objects[n] for n in json.loads((cap / "capture.json").read_text())["cameras"] if n in context.scene.objects]
     return jobs.RigJob(context.scene, cams, folder, "spatial_edit", prepared=True, server=preferences.server(context))
 
 
-class COUPLED_EDIT_OT_capture_before(bpy.types.Operator):
+class COUPLED_EDIT_OT_capture_before(stepwise.StepwiseOperator, bpy.types.Operator):
     bl_idname = "coupled_edit.capture_before"
     bl_label = "Capture Before"
     bl_description = "Render the rig (colour, depth, object index) and remember where every object is, before you move them"
 
-    def execute(self, context):
+    def start(self, context):
         s = context.scene.coupled_edit
-        try:
-            cams = rig_cameras(context)
-            folder = new_job_folder(context).with_name(time.strftime("capture-%Y%m%d-%H%M%S"))
-            info = capture.capture_before(context.scene, cams, folder, photos=s.use_photos)
-        except (ValueError, FileExistsError) as e:
-            self.report({"ERROR"}, str(e))
-            return {"CANCELLED"}
-        s.capture_dir = str(folder)
-        n = sum(1 for o in info["objects"].values() if o["index"] is not None)
-        self.report({"INFO"}, f"captured {len(cams)} views and {n} objects; now move, duplicate or delete objects and Run")
+        folder = new_job_folder(context).with_name(time.strftime("capture-%Y%m%d-%H%M%S"))
+        return capture.CaptureJob(context.scene, rig_cameras(context), folder, photos=s.use_photos)
+
+    def finished(self, context, task):
+        context.scene.coupled_edit.capture_dir = str(task.folder)
+        n = sum(1 for o in task.result["objects"].values() if o["index"] is not None)
+        self.report({"INFO"}, f"captured {len(task.cams)} views and {n} objects; now move, duplicate or delete objects and Run")
         return {"FINISHED"}
 
 
@@ -235,11 +235,11 @@ class COUPLED_EDIT_OT_apply_strips(bpy.types.Operator):
         except (ValueError, FileNotFoundError) as e:
             self.report({"ERROR"}, str(e))
             return {"CANCELLED"}
-        self.report({"INFO"}, f"{len(res.images)} views applied (sequencer channel {res.channel})")
+        self.report({"INFO"}, f"{len(res.images)} views applied (sequencer channel {res.channel})" + "".join(f"; {n}" for n in res.notes))
         return {"FINISHED"}
 
 
-class COUPLED_EDIT_OT_apply_texture(bpy.types.Operator):
+class COUPLED_EDIT_OT_apply_texture(stepwise.StepwiseOperator, bpy.types.Operator):
     bl_idname = "coupled_edit.apply_texture"
     bl_label = "Apply as Texture"
     bl_description = "Bake the last job's views into a new texture and material on the selected objects (undoable; original materials stay)"
@@ -257,17 +257,20 @@ class COUPLED_EDIT_OT_apply_texture(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        return bool(context.scene.coupled_edit.last_job) and any(o.type == "MESH" for o in context.selected_objects)
+        return (
+            bool(context.scene.coupled_edit.last_job)
+            and any(o.type == "MESH" for o in context.selected_objects)
+            and stepwise.StepwiseOperator.poll.__func__(cls, context)
+        )
 
-    def execute(self, context):
+    def start(self, context):
         objects = [o for o in context.selected_objects if o.type == "MESH"]
-        try:
-            res = project.apply_as_texture(
-                context, objects, rig_cameras(context), Path(context.scene.coupled_edit.last_job), self.size, self.shading
-            )
-        except (ValueError, FileNotFoundError) as e:
-            self.report({"ERROR"}, str(e))
-            return {"CANCELLED"}
+        job = Path(context.scene.coupled_edit.last_job)
+        gen = project.apply_as_texture_steps(context, objects, rig_cameras(context), job, self.size, self.shading)
+        return stepwise.GeneratorSteps(gen, "baking textures")
+
+    def finished(self, context, task):
+        res = task.result
         cover = ", ".join(f"{k} {v:.0%}" for k, v in res.coverage.items())
-        self.report({"INFO"}, f"textures baked (seen by the views: {cover})")
+        self.report({"INFO"}, f"textures baked (seen by the views: {cover})" + "".join(f"; {n}" for n in res.notes))
         return {"FINISHED"}

@@ -1,14 +1,15 @@
 """Start and stop a local job server from Blender (the backend's launcher; no torch in Blender)."""
 
 import importlib
-import os
 import tempfile
+import time
 from pathlib import Path
 from urllib.parse import urlparse
 
 import bpy
 
 from .. import preferences
+from . import stepwise
 
 SERVER: dict = {}  # "proc", "log", "url" of the server this Blender started
 
@@ -24,38 +25,80 @@ def stop_local_server() -> int | None:
     return _backend("server.launcher").stop_server(proc)
 
 
-class COUPLED_EDIT_OT_start_server(bpy.types.Operator):
+class ServerStart:
+    """A local server starting, checked once per ``step()`` (Blender stays responsive meanwhile)."""
+
+    def __init__(self, prefs, timeout: float = 120.0) -> None:
+        launcher = _backend("server.launcher")
+        url = urlparse(prefs.server_url.strip())
+        if url.hostname not in ("127.0.0.1", "localhost") or url.port is None:
+            raise ValueError("Start Server runs a server on this computer: set Server to http://127.0.0.1:<port>")
+        jobs = Path(tempfile.gettempdir()) / "coupled_edit_server"
+        if prefs.server_jobs_dir:
+            jobs = Path(bpy.path.abspath(prefs.server_jobs_dir))
+        jobs.mkdir(parents=True, exist_ok=True)
+        self.log = jobs / "server.log"
+        python = bpy.path.abspath(prefs.server_python) if prefs.server_python else None
+        env = {"HF_HOME": bpy.path.abspath(prefs.model_cache)} if prefs.model_cache else {}
+        env |= {"HF_HUB_OFFLINE": "1"} if prefs.offline else {}
+        self.proc = launcher.start_local_server(python, url.port, jobs, prefs.server_token or None, self.log, env)
+        self.url, self.timeout, self.t0 = f"http://127.0.0.1:{url.port}", timeout, time.monotonic()
+        self.health: dict | None = None
+        self.fraction, self.message = 0.0, "starting the server"
+
+    def step(self) -> bool:
+        import requests
+
+        elapsed = time.monotonic() - self.t0
+        if self.proc.poll() is not None:
+            tail = self.log.read_text(errors="replace")[-1500:] if self.log.exists() else ""
+            raise RuntimeError(f"the server exited with code {self.proc.returncode} before it was ready (log {self.log}):\n{tail}")
+        try:
+            r = requests.get(self.url + "/health", timeout=0.5)
+            if r.ok:
+                self.health, self.fraction = r.json(), 1.0
+                SERVER.update(proc=self.proc, log=self.log, url=self.url)
+                return False
+        except requests.RequestException:
+            pass
+        if elapsed > self.timeout:
+            self.cancel()
+            raise TimeoutError(f"no answer from {self.url}/health within {self.timeout:.0f} s (log {self.log})")
+        self.fraction = min(0.95, elapsed / 30.0)  # loading torch takes most of it
+        self.message = f"starting the server ({elapsed:.0f} s)"
+        time.sleep(0.05)  # execute() loops on step(); the timer path sleeps between ticks anyway
+        return True
+
+    def cancel(self) -> None:
+        _backend("server.launcher").stop_server(self.proc)
+
+
+class COUPLED_EDIT_OT_start_server(stepwise.StepwiseOperator, bpy.types.Operator):
     bl_idname = "coupled_edit.start_server"
     bl_label = "Start Server"
     bl_description = "Start a job server on this computer with the configured Python and wait until it answers"
 
+    def invoke(self, context, event):
+        if self._already_running():
+            return {"FINISHED"}
+        return super().invoke(context, event)
+
     def execute(self, context):
-        prefs = preferences.get(context)
-        launcher = _backend("server.launcher")
-        url = urlparse(prefs.server_url.strip())
-        if url.hostname not in ("127.0.0.1", "localhost") or url.port is None:
-            self.report({"ERROR"}, "Start Server runs a server on this computer: set Server to http://127.0.0.1:<port>")
-            return {"CANCELLED"}
+        if self._already_running():
+            return {"FINISHED"}
+        return super().execute(context)
+
+    def _already_running(self) -> bool:
         if SERVER.get("proc") is not None and SERVER["proc"].poll() is None:
             self.report({"INFO"}, f"the server started here is already running at {SERVER['url']}")
-            return {"FINISHED"}
-        jobs = os.path.join(tempfile.gettempdir(), "coupled_edit_server")
-        if prefs.server_jobs_dir:
-            jobs = bpy.path.abspath(prefs.server_jobs_dir)
-        Path(jobs).mkdir(parents=True, exist_ok=True)
-        log = Path(jobs) / "server.log"
-        python = bpy.path.abspath(prefs.server_python) if prefs.server_python else None
-        try:
-            env = {"HF_HOME": bpy.path.abspath(prefs.model_cache)} if prefs.model_cache else {}
-            env |= {"HF_HUB_OFFLINE": "1"} if prefs.offline else {}
-            proc = launcher.start_local_server(python, url.port, jobs, prefs.server_token or None, log, env)
-            base = f"http://127.0.0.1:{url.port}"
-            health = launcher.wait_healthy(base, 120, proc, log)
-        except (OSError, RuntimeError, TimeoutError) as e:
-            self.report({"ERROR"}, f"the server did not start: {e}")
-            return {"CANCELLED"}
-        SERVER.update(proc=proc, log=log, url=base)
-        self.report({"INFO"}, f"server {health['version']} running at {base} (log: {log})")
+            return True
+        return False
+
+    def start(self, context):
+        return ServerStart(preferences.get(context))
+
+    def finished(self, context, task):
+        self.report({"INFO"}, f"server {task.health['version']} running at {task.url} (log: {task.log})")
         return {"FINISHED"}
 
 

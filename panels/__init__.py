@@ -3,7 +3,7 @@
 import bpy
 
 from .. import preferences
-from ..operators import rig_ops
+from ..operators import rig_ops, stepwise
 
 
 class VIEW3D_PT_coupled_edit(bpy.types.Panel):
@@ -67,6 +67,10 @@ class VIEW3D_PT_coupled_edit(bpy.types.Panel):
             layout.operator("coupled_edit.cancel", icon="CANCEL")
         else:
             layout.operator("coupled_edit.run", icon="PLAY")
+        task = stepwise.TASKS.get(context.scene.name)
+        if task is not None:  # Capture Before, Apply as Texture or Start Server in progress
+            layout.progress(factor=task.fraction, type="BAR", text=task.message)
+            layout.operator("coupled_edit.cancel_task", icon="CANCEL")
         if s.last_job:
             box = layout.box()
             box.label(text="Last result", icon="IMAGE_DATA")
@@ -83,6 +87,9 @@ def draw_status_bar(self, context) -> None:
     job = rig_ops.ACTIVE.get(context.scene.name)
     if job is not None:
         self.layout.progress(factor=job.status.fraction, type="BAR", text=f"Coupled Edit: {job.status.message}")
+    task = stepwise.TASKS.get(context.scene.name)
+    if task is not None:
+        self.layout.progress(factor=task.fraction, type="BAR", text=f"Coupled Edit: {task.message}")
 
 
 def register() -> None:

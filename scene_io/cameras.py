@@ -37,3 +37,15 @@ def camera_matrices(cam_obj: bpy.types.Object, scene: bpy.types.Scene) -> tuple[
     depsgraph = bpy.context.evaluated_depsgraph_get()
     evaluated = cam_obj.evaluated_get(depsgraph)
     return intrinsics(params, render_size(scene)), c2w_opencv(np.array(evaluated.matrix_world))
+
+
+def camera_problems(scene: bpy.types.Scene, cameras) -> list[str]:
+    """Every camera of a rig that cannot be exported (orthographic, panoramic, mirrored, zero scale, not a
+    camera), one message each, so all of them are reported at once before anything renders."""
+    problems = []
+    for cam in cameras:
+        try:
+            camera_matrices(cam, scene)
+        except ValueError as e:
+            problems.append(str(e) if cam.name in str(e) else f"{cam.name}: {e}")
+    return problems

@@ -26,37 +26,82 @@ def _matrix(obj: bpy.types.Object) -> list[list[float]]:
     return [list(row) for row in obj.matrix_world]
 
 
-def capture_before(scene: bpy.types.Scene, cameras, folder: Path, photos: bool = False) -> dict:
-    """Render every rig view with passes into ``folder/inputs`` and record the objects' matrices.
+class CaptureJob:
+    """Capture Before one view per ``step()`` (the panel's progress, Esc to cancel); ``capture_before`` runs it whole.
 
+    Renders every rig view with passes into ``folder/inputs`` and records the objects' matrices.
     ``photos``: a photo rig with proxy geometry: the colour of every camera that has a background
-    photo is that photo (at the render's size), depth and object index come from the proxies."""
-    folder = resolve_folder(folder)
-    if (folder / "capture.json").exists():
-        raise FileExistsError(f"{folder} already holds a capture; choose a new folder")
-    cams = list(cameras)
-    stems = view_stems(cams)
-    names = [stems[c.name] for c in cams]
-    renderer = ViewRenderer(scene, cams, folder / "inputs", names, True, scene_objects(scene), [])
-    while renderer.step():
+    photo is that photo (at the render's size), depth and object index come from the proxies.
+    Cancelled or failed, the scene's settings are restored and the new folder is removed."""
+
+    def __init__(self, scene: bpy.types.Scene, cameras, folder: Path, photos: bool = False) -> None:
+        from .cameras import camera_problems
+
+        self.folder = resolve_folder(folder)
+        if (self.folder / "capture.json").exists():
+            raise FileExistsError(f"{self.folder} already holds a capture; choose a new folder")
+        self.scene, self.cams, self.photos = scene, list(cameras), photos
+        problems = camera_problems(scene, self.cams)
+        if problems:
+            raise ValueError("cannot capture: " + "; ".join(problems))
+        self.created = not self.folder.exists()
+        stems = view_stems(self.cams)
+        self.renderer = ViewRenderer(scene, self.cams, self.folder / "inputs", [stems[c.name] for c in self.cams], True,
+                                     scene_objects(scene), [])  # fmt: skip
+        self.result: dict | None = None
+        self.message = f"capturing 0/{len(self.cams)} views"
+
+    @property
+    def fraction(self) -> float:
+        return self.renderer.steps_done / max(self.renderer.total, 1)
+
+    def step(self) -> bool:
+        """Render the next view (True while views remain); the last call writes capture.json."""
+        try:
+            if self.renderer.step():
+                self.message = f"capturing {self.renderer.steps_done}/{self.renderer.total} views"
+                return True
+            self.result = self._finish()
+        except BaseException:
+            self.cancel()
+            raise
+        self.message = f"captured {len(self.cams)} views"
+        return False
+
+    def cancel(self) -> None:
+        self.renderer.close()
+        if self.created and self.result is None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _finish(self) -> dict:
+        scene, cams, renderer, folder = self.scene, self.cams, self.renderer, self.folder
+        images = {c.name: p.name for c, p in zip(renderer.cameras, renderer.done, strict=True)}
+        if self.photos:
+            _photos_as_colour(scene, cams, folder / "inputs", images)
+        spec = build_spec(scene, cams, images, "spatial_edit", passes=renderer.pass_files)
+        index = {name: i for i, name in renderer.object_names.items()}
+        objects = {o.name: {"matrix": _matrix(o), "index": index.get(o.name), "data": o.data.name if o.data else None}
+                   for o in scene_objects(scene)}  # fmt: skip
+        capture = {"time": time.time(), "cameras": [c.name for c in cams], "spec": spec, "objects": objects}
+        (folder / "inputs" / "objects.json").write_text(json.dumps({str(k): v for k, v in renderer.object_names.items()}, indent=2))
+        (folder / "capture.json").write_text(json.dumps(capture, indent=2))
+        return capture
+
+
+def capture_before(scene: bpy.types.Scene, cameras, folder: Path, photos: bool = False) -> dict:
+    """Capture Before in one call (scripts): see ``CaptureJob``."""
+    job = CaptureJob(scene, cameras, folder, photos)
+    while job.step():
         pass
-    images = {c.name: p.name for c, p in zip(renderer.cameras, renderer.done, strict=True)}
-    if photos:
-        _photos_as_colour(scene, cams, folder / "inputs", images)
-    spec = build_spec(scene, cams, images, "spatial_edit", passes=renderer.pass_files)
-    index = {name: i for i, name in renderer.object_names.items()}
-    objects = {o.name: {"matrix": _matrix(o), "index": index.get(o.name), "data": o.data.name if o.data else None}
-               for o in scene_objects(scene)}  # fmt: skip
-    capture = {"time": time.time(), "cameras": [c.name for c in cams], "spec": spec, "objects": objects}
-    (folder / "inputs" / "objects.json").write_text(json.dumps({str(k): v for k, v in renderer.object_names.items()}, indent=2))
-    (folder / "capture.json").write_text(json.dumps(capture, indent=2))
-    return capture
+    return job.result
 
 
 def object_changes(scene: bpy.types.Scene, capture: dict, only: set[str] | None = None) -> list[dict]:
     """The edits since the capture, as ``edit.objects`` entries: moved (matrix changed), deleted
     (gone or hidden from renders) and duplicated (a new object sharing a captured object's data,
     placed where the copy is now). ``only`` restricts them to these object names."""
+    for vl in scene.view_layers:  # a script that just set .location has not re-evaluated matrix_world yet
+        vl.update()
     changes = []
     before = capture["objects"]
     now = {o.name: o for o in scene_objects(scene)}

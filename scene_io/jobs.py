@@ -51,14 +51,9 @@ class RigError(ValueError):
 def check_before_rendering(scene, cameras, task: str, render: Sequence[bool], passes: bool, photos: bool, server, sections) -> list[str]:
     """Every problem with the cameras, the passes the task needs, the rig's size and (in-process) the
     weights, raised together as ``RigError``; returns notes worth showing (models that will download)."""
-    from .cameras import camera_matrices
+    from .cameras import camera_problems
 
-    problems, notes = [], []
-    for cam in cameras:
-        try:
-            camera_matrices(cam, scene)
-        except ValueError as e:  # orthographic, panoramic, mirrored, zero scale, not a camera
-            problems.append(f"{cam.name}: {e}" if cam.name not in str(e) else str(e))
+    problems, notes = camera_problems(scene, cameras), []
     if task == "novel_views" and not photos and (len(cameras) < 2 or all(render)):
         problems.append("novel_views needs at least two cameras: the input view(s) and at least one view to generate")
     edit = sections.get("edit") or {}

@@ -12,7 +12,8 @@ baking uses the evaluated mesh.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +32,7 @@ class ProjectionResult:
     images: dict[str, str] = field(default_factory=dict)  # object -> baked image
     materials: dict[str, str] = field(default_factory=dict)  # object -> new material
     coverage: dict[str, float] = field(default_factory=dict)  # object -> fraction of used texels seen by a view
+    notes: list[str] = field(default_factory=list)  # what the user should know (renamed cameras)
 
 
 def _image_from_array(name: str, rgba: np.ndarray, colorspace: str) -> bpy.types.Image:
@@ -206,7 +208,8 @@ def _bake(context, obj: bpy.types.Object, mat: bpy.types.Material) -> None:
             o.select_set(False)
         obj.select_set(True)
         view_layer.objects.active = obj
-        bpy.ops.object.bake(type="EMIT", use_clear=False, margin=0, target="IMAGE_TEXTURES")
+        with quiet_stdout():  # Blender prints "Baking map saved to internal image" for each of the many bakes
+            bpy.ops.object.bake(type="EMIT", use_clear=False, margin=0, target="IMAGE_TEXTURES")
     finally:
         for s, (link, m) in zip(obj.material_slots, saved, strict=False):
             s.material = None
@@ -219,6 +222,28 @@ def _bake(context, obj: bpy.types.Object, mat: bpy.types.Material) -> None:
         for o in prev_sel:
             o.select_set(True)
         view_layer.objects.active = prev_active
+
+
+@contextlib.contextmanager
+def quiet_stdout():
+    """Blender's own C-level prints to stdout are dropped meanwhile (Python's and stderr are untouched)."""
+    import os
+    import sys
+
+    sys.stdout.flush()
+    try:
+        fd = sys.__stdout__.fileno()
+    except (AttributeError, OSError, ValueError):  # no real stdout (some GUI builds): nothing to hide
+        yield
+        return
+    saved = os.dup(fd)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), fd)
+            yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
 
 
 def dilate(rgb: np.ndarray, known: np.ndarray, steps: int = 64) -> np.ndarray:
@@ -239,7 +264,20 @@ def dilate(rgb: np.ndarray, known: np.ndarray, steps: int = 64) -> np.ndarray:
     return rgb
 
 
-def project_views(
+def project_views(*args, **kwargs) -> ProjectionResult:
+    """``project_views_steps`` run to its end in one call (scripts)."""
+    return run_steps(project_views_steps(*args, **kwargs))
+
+
+def run_steps(gen: Generator[tuple[int, int, str], None, ProjectionResult]) -> ProjectionResult:
+    while True:
+        try:
+            next(gen)
+        except StopIteration as done:
+            return done.value
+
+
+def project_views_steps(
     context,
     objects: Sequence[bpy.types.Object],
     cameras: Sequence[bpy.types.Object],
@@ -249,49 +287,75 @@ def project_views(
     shading: str = "EMISSION",
     label: str = "projection",
     samples: int = 4,
-) -> ProjectionResult:
-    """Bake the views of ``cameras`` (``images`` by camera name) into a new texture per object."""
+    poses: dict[str, tuple[np.ndarray, np.ndarray, tuple[int, int]]] | None = None,
+) -> Generator[tuple[int, int, str], None, ProjectionResult]:
+    """Yields (bakes done, bakes in all, message) after every bake, so a timer can run it without
+    freezing Blender; closing the generator (cancel) undoes everything, as an error does. Returns the
+    ``ProjectionResult``.
+
+    Bakes the views of ``cameras`` (``images`` by camera name) into a new texture per object.
+
+    ``poses`` (view name -> K, OpenCV c2w, (width, height)), as a job stored them, are used instead of
+    the cameras' current state (a later resize or move would misproject); views in ``poses`` whose camera
+    no longer exists under that name are projected from their stored pose too. All or nothing: every
+    object is checked before anything changes, and the new materials are applied only once every
+    texture has baked."""
     if shading not in ("EMISSION", "BASE_COLOR"):
         raise ValueError("shading must be EMISSION or BASE_COLOR")
+    _check_targets(objects)
     scene = context.scene
     saved_engine, saved_samples = scene.render.engine, scene.cycles.samples
     result = ProjectionResult()
-    tmp_images, tmp_mats = [], []
+    tmp_images, tmp_mats, tmp_objects, finals = [], [], [], {}
+    uv_before = {o.name: set(o.data.uv_layers.keys()) for o in objects}
+    todo = [(c.name, c) for c in cameras if c.name in images]
+    if poses:
+        in_rig = {c.name for c in cameras}
+        renamed = [n for n in poses if n in images and n not in in_rig and n not in scene.objects]
+        if renamed:
+            result.notes.append(f"views {renamed} have no camera of that name any more (renamed?): projected from their stored poses")
+        todo += [(n, None) for n in renamed]
     try:
         scene.render.engine = "CYCLES"
         scene.cycles.samples = samples
         views = []
-        for cam in cameras:
-            if cam.name not in images:
-                continue
-            K, _ = camera_matrices(cam, scene)
-            img = bpy.data.images.load(str(images[cam.name]), check_existing=False)
+        for name, cam in todo:
+            img = bpy.data.images.load(str(images[name]), check_existing=False)
             img.colorspace_settings.name = "sRGB"
             tmp_images.append(img)
+            if poses and name in poses:
+                K, c2w, wh = poses[name]
+                pose = _pose_object(scene, c2w)
+                tmp_objects.append(pose)
+            else:
+                (K, _), wh, pose = camera_matrices(cam, scene), img.size[:], cam
             dimg = None
-            if depths and cam.name in depths:
-                d = np.load(depths[cam.name]).astype(np.float32)
+            if depths and name in depths:
+                d = np.load(depths[name]).astype(np.float32)
                 d = np.where(np.isfinite(d), d, BACKGROUND_DEPTH)
-                dimg = _image_from_array(f"ce_depth_{cam.name}", np.dstack([d, d, d, np.ones_like(d)]), "Non-Color")
+                dimg = _image_from_array(f"ce_depth_{name}", np.dstack([d, d, d, np.ones_like(d)]), "Non-Color")
                 tmp_images.append(dimg)
-            views.append((cam, K, img.size[:], img, dimg))
+            views.append((pose, np.asarray(K), tuple(wh), img, dimg))
         if not views:
             raise ValueError("no view images for these cameras")
+        if tmp_objects:
+            context.view_layer.update()
+        total, done = len(objects) * len(views) * 2, 0
         for obj in objects:
-            if obj.type != "MESH":
-                raise ValueError(f"{obj.name!r} is a {obj.type.lower()}; projected textures need mesh objects")
             uv_name = ensure_uv_map(context, obj)
             target = bpy.data.images.new(f"ce_target_{obj.name}", size, size, float_buffer=True)
             tmp_images.append(target)
             acc = np.zeros((size, size, 3), dtype=np.float64)
             wsum = np.zeros((size, size), dtype=np.float64)
             used = np.zeros((size, size), dtype=bool)
-            for cam, K, wh, img, dimg in views:
+            for pose, K, wh, img, dimg in views:
                 for weight_only in (False, True):
-                    mat = _projection_material(cam, K, wh, img, dimg, target, weight_only)
+                    mat = _projection_material(pose, K, wh, img, dimg, target, weight_only)
                     tmp_mats.append(mat)
                     target.pixels.foreach_set(np.zeros(size * size * 4, dtype=np.float32))  # alpha 0 marks unwritten texels
                     _bake(context, obj, mat)
+                    done += 1
+                    yield done, total, f"baking {obj.name}: {done}/{total}"
                     px = _pixels(target)[::-1]
                     if weight_only:
                         wsum += px[..., 0]
@@ -304,17 +368,53 @@ def project_views(
             final = _image_from_array(
                 f"CE {label} {obj.name}", np.dstack([rgb, np.ones((size, size))]).astype(np.float32), "Linear Rec.709"
             )
-            final.pack()
-            result.images[obj.name] = final.name
-            result.materials[obj.name] = _apply_material(obj, final, uv_name, shading, f"CE {label} {obj.name}").name
+            finals[obj.name] = (obj, final, uv_name)
             result.coverage[obj.name] = float((seen & used).sum() / max(used.sum(), 1))
+        for name, (obj, final, uv_name) in finals.items():  # every bake succeeded: now change the objects
+            final.pack()
+            result.images[name] = final.name
+            result.materials[name] = _apply_material(obj, final, uv_name, shading, f"CE {label} {name}").name
+    except BaseException:
+        for _, final, _ in finals.values():
+            if final.name not in result.images.values():
+                bpy.data.images.remove(final)
+        for obj in objects:  # UV maps this call added
+            for uv in [u for u in obj.data.uv_layers if u.name not in uv_before[obj.name]]:
+                obj.data.uv_layers.remove(uv)
+        raise
     finally:
         scene.render.engine, scene.cycles.samples = saved_engine, saved_samples
         for m in tmp_mats:
             bpy.data.materials.remove(m)
         for i in tmp_images:
             bpy.data.images.remove(i)
+        for o in tmp_objects:
+            bpy.data.objects.remove(o)
     return result
+
+
+def _check_targets(objects: Sequence[bpy.types.Object]) -> None:
+    """Every object a projection would change, checked before any is: meshes of this file, with faces."""
+    bad = []
+    for o in objects:
+        if o.type != "MESH":
+            bad.append(f"{o.name!r} is a {o.type.lower()} (convert it to a mesh: Object > Convert > Mesh)")
+        elif o.library is not None or o.data.library is not None or getattr(o, "override_library", None) is not None:
+            bad.append(f"{o.name!r} is linked from another file (make it local: Object > Relations > Make Local)")
+        elif not o.data.polygons:
+            bad.append(f"{o.name!r} has no faces to texture")
+    if bad:
+        raise ValueError("projected textures need local mesh objects; nothing was changed: " + "; ".join(bad))
+
+
+def _pose_object(scene: bpy.types.Scene, c2w_opencv: np.ndarray) -> bpy.types.Object:
+    """A temporary empty at a stored camera pose (Blender's camera frame), for the projection's coordinates."""
+    import mathutils
+
+    empty = bpy.data.objects.new("ce_pose_tmp", None)
+    empty.matrix_world = mathutils.Matrix((np.asarray(c2w_opencv, dtype=np.float64) @ np.diag([1.0, -1.0, -1.0, 1.0])).tolist())
+    scene.collection.objects.link(empty)
+    return empty
 
 
 def _apply_material(obj: bpy.types.Object, image: bpy.types.Image, uv_name: str, shading: str, name: str) -> bpy.types.Material:
@@ -361,14 +461,19 @@ def view_depths(
     return out
 
 
-def apply_as_texture(
+def apply_as_texture(*args, **kwargs) -> ProjectionResult:
+    """``apply_as_texture_steps`` in one call (scripts)."""
+    return run_steps(apply_as_texture_steps(*args, **kwargs))
+
+
+def apply_as_texture_steps(
     context,
     objects: Sequence[bpy.types.Object],
     cameras: Sequence[bpy.types.Object],
     job_folder: Path,
     size: int = 1024,
     shading: str = "EMISSION",
-) -> ProjectionResult:
+) -> Generator[tuple[int, int, str], None, ProjectionResult]:
     """Every view of a finished job (generated outputs and rendered inputs) projected onto ``objects``."""
     import json
 
@@ -377,16 +482,17 @@ def apply_as_texture(
     job_folder = Path(job_folder)
     images = dict(result_images(job_folder))
     spec = json.loads((job_folder / "job.json").read_text(encoding="utf-8"))
-    depths = {}
+    depths, poses = {}, {}
     for v in spec["views"]:
         if v.get("image") and v["name"] not in images:
             images[v["name"]] = job_folder / "inputs" / v["image"]
         if v.get("depth"):
             depths[v["name"]] = job_folder / "inputs" / v["depth"]
+        poses[v["name"]] = (np.array(v["K"]), np.array(v["c2w"]), (v["width"], v["height"]))  # as the job saw them
     rig = [c for c in cameras if c.name in images]
     missing = [c for c in rig if c.name not in depths]
     if missing:
         from .export import scene_objects
 
         depths.update(view_depths(context.scene, missing, job_folder / "projection", scene_objects(context.scene)))
-    return project_views(context, objects, rig, images, depths, size=size, shading=shading, label=job_folder.name)
+    return (yield from project_views_steps(context, objects, rig, images, depths, size, shading, job_folder.name, poses=poses))

@@ -167,7 +167,8 @@ def test_an_offline_job_names_every_missing_model_before_loading_any(tmp_path, h
 
     spec = {"task": "stylize", "views": [], "edit": {"prompt": "ink", "controls": [{"kind": "canny"}, {"kind": "tile"}]},
             "models": {"multiview": "seva-1.1", "editor": "sd15", "paths": {"seva-clip": str(tmp_path)}}}  # fmt: skip
-    assert job_model_keys("stylize", spec["models"], spec["edit"]) == ["seva-1.1", "seva-vae", "sd15", "controlnet-canny", "controlnet-tile"]
+    keys = job_model_keys("stylize", spec["models"], spec["edit"])
+    assert keys == ["seva-1.1", "seva-vae", "sd15", "controlnet-canny", "controlnet-tile"]
     assert job_model_keys("relight_text", {"multiview": "seva-tiny", "editor": "ic-light-tiny"}) == []
     assert job_model_keys("relight_text", {"source": "/my/sd"}) == ["seva-1.1", "seva-vae", "seva-clip", "ic-light-fc"]
     from test_multiview_edit import K, rig

@@ -65,3 +65,14 @@ def test_zip_installs_and_enables_in_a_clean_user_folder(built_zip, tmp_path):
     )
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert "INSTALLED-OK" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
+
+
+def test_bundled_wheels_readme_names_the_preferences_default_backend(addon):
+    """The README once said the server was the default while the preferences defaulted to In Blender."""
+    from pathlib import Path
+
+    prefs = bpy.context.preferences.addons["coupled_edit"].preferences
+    prop = prefs.bl_rna.properties["backend"]
+    label = next(item.name for item in prop.enum_items if item.identifier == prop.default)
+    text = (Path(__file__).resolve().parents[2] / "bundled_wheels/README.md").read_text()
+    assert f"The default backend (Add-on Preferences > Run Jobs) is **{label}**" in text

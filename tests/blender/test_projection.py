@@ -82,3 +82,57 @@ def test_baked_texture_reproduces_the_views(scene, tmp_path):
     print(f"re-render vs view over {e.size} pixels: median {med:.1f}, p95 {p95:.1f} (8-bit levels)")
     # resampling twice (view -> texels -> pixels) blurs checker edges; flat regions come back exactly
     assert med <= 3 and p95 <= 60 and max(bias) < 2.0, (med, p95, bias)
+
+
+def _small_job(tmp_path):
+    """A cube, 3 turntable views rendered at 48² with passes, and a finished result (the inputs are the views)."""
+    export = importlib.import_module("coupled_edit.scene_io.export")
+    rigs = importlib.import_module("coupled_edit.scene_io.rigs")
+    s = bpy.context.scene
+    s.render.engine = "CYCLES"
+    s.cycles.samples, s.cycles.use_denoising = 4, False
+    s.render.resolution_x = s.render.resolution_y = 48
+    bpy.ops.mesh.primitive_cube_add(size=1.6)
+    cube = bpy.context.active_object
+    cube.data.materials.append(emissive_checker("box", 1.2, (0.9, 0.2, 0.1), (0.1, 0.3, 0.9)))
+    cams = rigs.build_turntable(bpy.context, [cube], count=3, elevations_deg=(25.0,))
+    folder = export.export_rig(s, cams, tmp_path / "job", "novel_views", passes=True)
+    (folder / "result.json").write_text(json.dumps({"job_id": "job", "status": "done", "outputs": [], "metadata": {}}))
+    return s, cube, cams, folder
+
+
+def _texture(name):
+    img = bpy.data.images[name]
+    return np.array(img.pixels[:], dtype=np.float32).reshape(img.size[1], img.size[0], 4)
+
+
+def test_apply_as_texture_uses_the_poses_the_job_stored(addon, empty_scene, tmp_path, capfd):
+    """A resize, a moved camera or a renamed one after the job once misprojected silently."""
+    project = importlib.import_module("coupled_edit.scene_io.project")
+    s, cube, cams, folder = _small_job(tmp_path)
+    capfd.readouterr()
+    first = project.apply_as_texture(bpy.context, [cube], cams, folder, size=64)
+    assert "Baking map saved" not in capfd.readouterr().out  # one line per bake used to flood the console
+    before = _texture(first.images[cube.name])
+    s.render.resolution_x, s.render.resolution_y = 96, 40  # the scene changes after the job ...
+    cams[1].location.z += 1.5
+    cams[2].name = "Renamed"
+    again = project.apply_as_texture(bpy.context, [cube], cams, folder, size=64)
+    after = _texture(again.images[cube.name])
+    assert np.abs(after - before).max() < 1e-4  # ... and the projection does not
+    assert any("renamed" in n for n in again.notes), again.notes
+
+
+def test_apply_as_texture_is_all_or_nothing(addon, empty_scene, tmp_path):
+    project = importlib.import_module("coupled_edit.scene_io.project")
+    s, cube, cams, folder = _small_job(tmp_path)
+    bpy.ops.object.text_add()
+    text = bpy.context.active_object
+    slots_before = [(sl.link, sl.material) for sl in cube.material_slots]
+    images_before, materials_before = set(bpy.data.images.keys()), set(bpy.data.materials.keys())
+    uv_before = list(cube.data.uv_layers.keys())
+    with pytest.raises(ValueError, match="nothing was changed.*is a font"):
+        project.apply_as_texture(bpy.context, [cube, text], cams, folder, size=64)
+    assert [(sl.link, sl.material) for sl in cube.material_slots] == slots_before
+    assert set(bpy.data.images.keys()) == images_before and set(bpy.data.materials.keys()) == materials_before
+    assert list(cube.data.uv_layers.keys()) == uv_before

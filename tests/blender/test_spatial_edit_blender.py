@@ -36,11 +36,11 @@ def test_capture_move_duplicate_run_and_write_back(scene, tmp_path):
     cube.location.x += 0.6
     copy = cube.copy()  # shares the mesh: a duplicate
     copy.location = (-1.2, 0.4, 0.5)
-    scene.collection.objects.link(copy)
-    bpy.context.view_layer.update()
+    scene.collection.objects.link(copy)  # no view_layer.update(): as docs/spatial_edit.md's script does it
     assert bpy.ops.coupled_edit.run() == {"FINISHED"}
     job = Path(s.last_job)
     spec = json.loads((job / "job.json").read_text())
+    assert spec["multiview"]["size"] == 64  # the panel's Working Size (it was ignored for Move Objects)
     actions = {(o["name"], o["action"]) for o in spec["edit"]["objects"]}
     assert actions == {("Cube", "move"), (f"{copy.name} (copy of Cube)", "duplicate")}
     move = next(o for o in spec["edit"]["objects"] if o["action"] == "move")
@@ -50,6 +50,9 @@ def test_capture_move_duplicate_run_and_write_back(scene, tmp_path):
     roles = [o["role"] for o in result["outputs"] if o["view"]]
     assert roles.count("coarse_edit") == 4 and roles.count("result") + roles.count("reference_edit") == 4
     assert bpy.ops.coupled_edit.apply_strips() == {"FINISHED"}
+    shown = {st.elements[0].filename for st in scene.sequence_editor.strips if st.name.startswith("CE ")}
+    results = {Path(o["path"]).name for o in result["outputs"] if o["role"] in ("result", "reference_edit")}
+    assert shown and shown <= results  # the Magic Fixup results, never the coarse warps
     assert not (cap / "job.json").exists()  # the capture stays reusable
 
 
