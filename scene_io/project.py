@@ -226,7 +226,9 @@ def _bake(context, obj: bpy.types.Object, mat: bpy.types.Material) -> None:
 
 @contextlib.contextmanager
 def quiet_stdout():
-    """Blender's own C-level prints to stdout are dropped meanwhile (Python's and stderr are untouched)."""
+    """stdout is dropped meanwhile, at both levels: Blender writes operator reports through Python's
+    sys.stdout and other messages through C's; stderr (warnings, errors) is untouched."""
+    import io
     import os
     import sys
 
@@ -238,12 +240,25 @@ def quiet_stdout():
         return
     saved = os.dup(fd)
     try:
-        with open(os.devnull, "wb") as null:
+        with open(os.devnull, "wb") as null, contextlib.redirect_stdout(io.StringIO()):
+            _flush_c_stdio()
             os.dup2(null.fileno(), fd)
             yield
+            _flush_c_stdio()  # Blender's printf output sits in C's buffer: drop it before stdout comes back
     finally:
         os.dup2(saved, fd)
         os.close(saved)
+
+
+def _flush_c_stdio() -> None:
+    import ctypes
+    import sys
+
+    try:
+        libc = ctypes.CDLL("msvcrt" if sys.platform == "win32" else None)
+        libc.fflush(None)
+    except (OSError, AttributeError):
+        pass
 
 
 def dilate(rgb: np.ndarray, known: np.ndarray, steps: int = 64) -> np.ndarray:

@@ -67,7 +67,7 @@ def test_zip_installs_and_enables_in_a_clean_user_folder(built_zip, tmp_path):
     assert "INSTALLED-OK" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
 
 
-def test_bundled_wheels_readme_names_the_preferences_default_backend(addon):
+def test_bundled_wheels_readme_names_the_preferences_default_backend(cycles_scene):
     """The README once said the server was the default while the preferences defaulted to In Blender."""
     from pathlib import Path
 
