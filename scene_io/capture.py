@@ -22,6 +22,13 @@ from .paths import resolve_folder
 from .render import ViewRenderer
 
 
+def _data_name(obj: bpy.types.Object) -> str | None:
+    """What a duplicate shares with its original: the mesh (or other data), or the instanced collection."""
+    if obj.data is not None:
+        return obj.data.name
+    return f"collection:{obj.instance_collection.name}" if obj.instance_collection is not None else None
+
+
 def _matrix(obj: bpy.types.Object) -> list[list[float]]:
     return [list(row) for row in obj.matrix_world]
 
@@ -42,6 +49,15 @@ class CaptureJob:
             raise FileExistsError(f"{self.folder} already holds a capture; choose a new folder")
         self.scene, self.cams, self.photos = scene, list(cameras), photos
         problems = camera_problems(scene, self.cams)
+        shown_by: dict[str, list[str]] = {}
+        for o in scene_objects(scene):
+            if o.type == "EMPTY":
+                shown_by.setdefault(o.instance_collection.name, []).append(o.name)
+        for coll, instances in shown_by.items():
+            if len(instances) > 1:  # Cycles gives every instance of a collection the same object index
+                problems.append(f"collection {coll!r} is instanced {len(instances)} times ({', '.join(instances)}): spatial edits tell "
+                                "instances apart only when each collection is instanced once; make the others real "
+                                "(Object > Apply > Make Instances Real)")  # fmt: skip
         if problems:
             raise ValueError("cannot capture: " + "; ".join(problems))
         self.created = not self.folder.exists()
@@ -80,8 +96,7 @@ class CaptureJob:
             _photos_as_colour(scene, cams, folder / "inputs", images)
         spec = build_spec(scene, cams, images, "spatial_edit", passes=renderer.pass_files)
         index = {name: i for i, name in renderer.object_names.items()}
-        objects = {o.name: {"matrix": _matrix(o), "index": index.get(o.name), "data": o.data.name if o.data else None}
-                   for o in scene_objects(scene)}  # fmt: skip
+        objects = {o.name: {"matrix": _matrix(o), "index": index.get(o.name), "data": _data_name(o)} for o in scene_objects(scene)}
         capture = {"time": time.time(), "cameras": [c.name for c in cams], "spec": spec, "objects": objects}
         (folder / "inputs" / "objects.json").write_text(json.dumps({str(k): v for k, v in renderer.object_names.items()}, indent=2))
         (folder / "capture.json").write_text(json.dumps(capture, indent=2))
@@ -119,7 +134,7 @@ def object_changes(scene: bpy.types.Scene, capture: dict, only: set[str] | None 
     for name, obj in now.items():
         if name in before or obj.hide_render or (only and name not in only):
             continue
-        src = by_data.get(obj.data.name if obj.data else None)
+        src = by_data.get(_data_name(obj))
         if src is None:
             continue  # a new object with its own data: nothing captured to copy
         delta = np.array(_matrix(obj)) @ np.linalg.inv(np.array(src[1]["matrix"]))

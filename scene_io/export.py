@@ -77,12 +77,17 @@ def write_job(folder: Path, spec: dict) -> Path:
     return folder
 
 
+GEOMETRY = ("MESH", "CURVE", "SURFACE", "META", "FONT", "CURVES", "POINTCLOUD", "VOLUME")
+
+
 def scene_objects(scene: bpy.types.Scene) -> list[bpy.types.Object]:
-    """Objects that can appear in the object-index pass, in a stable order."""
-    return sorted(
-        (o for o in scene.objects if o.type in ("MESH", "CURVE", "SURFACE", "META", "FONT", "CURVES", "POINTCLOUD", "VOLUME")),
-        key=lambda o: o.name,
-    )
+    """Objects that can appear in the object-index pass, in a stable order: geometry and collection
+    instances (an instance moves as one object)."""
+    return sorted((o for o in scene.objects if o.type in GEOMETRY or is_collection_instance(o)), key=lambda o: o.name)
+
+
+def is_collection_instance(o: bpy.types.Object) -> bool:
+    return o.type == "EMPTY" and o.instance_type == "COLLECTION" and o.instance_collection is not None
 
 
 def finish_job(folder: Path, scene, cameras, renderer: ViewRenderer, task: str, **sections) -> Path:

@@ -223,7 +223,7 @@ def pass_render_settings(scene: bpy.types.Scene, objects: Sequence[bpy.types.Obj
         "denoise": scene.cycles.use_denoising,
         "passes": (vl.use_pass_z, vl.use_pass_normal, vl.use_pass_object_index),
         "format": (getattr(ims, "media_type", None), ims.file_format, ims.color_depth, ims.color_mode),
-        "index": {o.name: o.pass_index for o in objects},
+        "index": {o.name: o.pass_index for o in _indexed(objects)},
         "filepath": scene.render.filepath,
         "camera": scene.camera,
         "post": (scene.render.use_sequencer, scene.render.use_compositing),
@@ -241,11 +241,14 @@ def pass_render_settings(scene: bpy.types.Scene, objects: Sequence[bpy.types.Obj
         ims.color_depth = "32"
         names = {}
         for i, o in enumerate(objects, start=1):
-            o.pass_index = i
             names[i] = o.name
+            # Cycles labels instanced geometry with the source objects' index, so a collection
+            # instance passes its index on to what it instances (one instance per collection)
+            for target in _instanced(o) or [o]:
+                target.pass_index = i
         yield names
     finally:
-        for o in objects:
+        for o in _indexed(objects):
             o.pass_index = saved["index"][o.name]
         media, fmt, depth, mode = saved["format"]
         if media is not None:
@@ -258,6 +261,18 @@ def pass_render_settings(scene: bpy.types.Scene, objects: Sequence[bpy.types.Obj
         scene.render.filepath = saved["filepath"]
         scene.camera = saved["camera"]
         scene.render.use_sequencer, scene.render.use_compositing = saved["post"]
+
+
+def _instanced(o: bpy.types.Object) -> list[bpy.types.Object]:
+    """The objects a collection instance shows (empty for any other object)."""
+    if o.type == "EMPTY" and o.instance_type == "COLLECTION" and o.instance_collection is not None:
+        return list(o.instance_collection.all_objects)
+    return []
+
+
+def _indexed(objects: Sequence[bpy.types.Object]) -> list[bpy.types.Object]:
+    """Every object whose pass index the pass renders set: the objects, or what their instances show."""
+    return list({t.name: t for o in objects for t in (_instanced(o) or [o])}.values())
 
 
 def render_passes(scene: bpy.types.Scene, camera: bpy.types.Object, folder: Path, name: str) -> dict[str, str]:

@@ -78,3 +78,32 @@ def test_blend_relative_job_folders_and_the_scene_named_is_the_scene_rendered(ad
     alpha = np.asarray(Image.open(folder / "inputs" / spec["views"][0]["image"]))[..., 3]
     assert (alpha > 0).mean() > 0.05  # the product scene's box, not the empty active scene
     assert bpy.context.scene == active and active.render.filepath == active_path
+
+
+def test_cameras_whose_names_slug_alike_keep_their_own_files_and_strips(addon, empty_scene, tmp_path):
+    """'Cam 1', 'Cam_1', 'CAM 1', '前', '後' once shared input and output files: the job said done and
+    one image was put on two cameras."""
+    ce = importlib.import_module("coupled_edit.api")
+    scene = bpy.context.scene
+    scene.render.engine = "CYCLES"
+    scene.cycles.samples, scene.cycles.use_denoising = 1, False
+    scene.render.resolution_x = scene.render.resolution_y = 32
+    bpy.ops.mesh.primitive_monkey_add()
+    cams = ce.build_turntable(bpy.context, [bpy.data.objects["Suzanne"]], count=5)
+    for cam, name in zip(cams, ["Cam 1", "Cam_1", "CAM 1", "前", "後"], strict=True):
+        cam.name = name
+    assert [c.name for c in cams] == ["Cam 1", "Cam_1", "CAM 1", "前", "後"]
+    res = ce.run(scene, cams, "novel_views", tmp_path / "job", render=[True, True, True, False, False], models={"multiview": "seva-tiny"},
+                 sampling={"steps": 1}, multiview={"size": 64, "window": 6})  # fmt: skip
+    assert res.ok, res.status.message
+    inputs = sorted(p.name for p in (res.folder / "inputs").glob("*.png"))
+    assert inputs == ["000_Cam_1.png", "001_Cam_1.png", "002_CAM_1.png"]
+    result = json.loads((res.folder / "result.json").read_text())
+    outputs = {o["view"]: o["path"] for o in result["outputs"] if o["view"]}
+    assert outputs == {"前": "outputs/003.png", "後": "outputs/004.png"}
+    strips = ce.apply_as_strips(scene, cams, res.folder)
+    for name in ("前", "後"):
+        img = bpy.data.images[strips.images[name]]
+        px = np.array(img.pixels[:], dtype=np.float32).reshape(32, 32, 4)[::-1, :, :3]
+        own = np.asarray(Image.open(res.folder / outputs[name]).convert("RGB"), dtype=np.float32) / 255
+        assert np.abs(px - own).max() < 1e-4, name

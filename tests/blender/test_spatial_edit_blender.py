@@ -76,3 +76,36 @@ def test_capture_of_a_photo_rig_takes_colour_from_the_photos(scene, tmp_path):
     assert not (third[..., :3] == (200, 30, 60)).all()  # no photo: the render stays
     depth = np.load(tmp_path / "cap/inputs" / views[0]["depth"])
     assert np.isfinite(depth).any()  # depth and object index from the proxy geometry
+
+
+def test_a_collection_instance_moves_as_one_object(scene, tmp_path):
+    import importlib
+
+    import numpy as np
+
+    ce = importlib.import_module("coupled_edit.api")
+    capture = importlib.import_module("coupled_edit.scene_io.capture")
+    chair = bpy.data.collections.new("Chair")  # not in the scene: its objects show only through instances
+    bpy.ops.mesh.primitive_cube_add(size=0.8)
+    seat = bpy.context.active_object
+    for c in list(seat.users_collection):
+        c.objects.unlink(seat)
+    chair.objects.link(seat)
+    inst = bpy.data.objects.new("ChairA", None)
+    inst.instance_type, inst.instance_collection, inst.location = "COLLECTION", chair, (1.3, 0.0, 0.4)
+    scene.collection.objects.link(inst)
+    cams = ce.build_turntable(bpy.context, [bpy.data.objects["Cube"]], count=3)
+    captured = ce.capture_before(scene, cams, tmp_path / "cap")
+    index = captured["objects"]["ChairA"]["index"]
+    assert index and seat.pass_index == 0  # the source's index is put back after the pass render
+    maps = [np.load(tmp_path / "cap/inputs" / v["object_index"]) for v in captured["spec"]["views"]]
+    assert any((m == index).sum() > 10 for m in maps)  # the instance's pixels carry its index
+    inst.location.x += 0.5
+    changes = capture.object_changes(scene, captured)
+    assert [(c["name"], c["action"], c["index"]) for c in changes] == [("ChairA", "move", index)]
+    twin = inst.copy()  # Alt+D of the instance: a duplicate of the same collection
+    twin.location.y = 1.0
+    scene.collection.objects.link(twin)
+    assert any(c["action"] == "duplicate" for c in capture.object_changes(scene, captured))
+    with pytest.raises(ValueError, match="'Chair' is instanced 2 times"):
+        ce.capture_before(scene, cams, tmp_path / "cap2")
