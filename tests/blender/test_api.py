@@ -107,3 +107,24 @@ def test_cameras_whose_names_slug_alike_keep_their_own_files_and_strips(addon, e
         px = np.array(img.pixels[:], dtype=np.float32).reshape(32, 32, 4)[::-1, :, :3]
         own = np.asarray(Image.open(res.folder / outputs[name]).convert("RGB"), dtype=np.float32) / 255
         assert np.abs(px - own).max() < 1e-4, name
+
+
+def test_the_progress_bar_climbs_once_over_the_reference_edit_and_every_window(addon, empty_scene, tmp_path):
+    """It once read 95 % after the reference edit and fell back at every SEVA window."""
+    ce = importlib.import_module("coupled_edit.api")
+    scene = bpy.context.scene
+    scene.render.engine = "CYCLES"
+    scene.cycles.samples, scene.cycles.use_denoising = 1, False
+    scene.render.resolution_x = scene.render.resolution_y = 32
+    bpy.ops.mesh.primitive_monkey_add()
+    cams = ce.build_turntable(bpy.context, [bpy.data.objects["Suzanne"]], count=6)
+    seen = []
+    res = ce.run(scene, cams, "relight_text", tmp_path / "job", edit={"prompt": "window light"},
+                 models={"multiview": "seva-tiny", "editor": "ic-light-tiny"}, sampling={"steps": 3}, multiview={"size": 64, "window": 3},
+                 on_progress=lambda st: seen.append((st.stage, st.fraction, st.message)))  # fmt: skip
+    assert res.ok, res.status.message
+    sampling = [(f, m) for stage, f, m in seen if stage == "sampling"]
+    fractions = [f for f, _ in sampling]
+    assert fractions == sorted(fractions) and fractions[-1] > 0.9
+    after_reference = max(f for f, m in sampling if m == "reference")
+    assert after_reference < 0.3, after_reference  # 3 of 3 + 3 x windows steps, not 95 %
