@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -193,9 +194,10 @@ def main() -> int:
 
     shutil.rmtree(link)
     print(f"consistency (mean |RGB diff| of mutually visible pixels, 0..1): coupled {rep_c.mean:.3f}, independent {rep_i.mean:.3f}")
-    print(f"wrote {out / 'contact_sheet.png'}")
-    print(f"wrote {out / 'report.json'}")
-    print(f"wrote {out / 'relit_turntable.blend'} (strips on sequencer channel {strips.channel}, textures on {', '.join(tex.images)})")
+    shown = Path(os.path.relpath(out)) if out.is_relative_to(Path.cwd()) else out  # as the README shows it
+    print(f"wrote {shown / 'contact_sheet.png'}")
+    print(f"wrote {shown / 'report.json'}")
+    print(f"wrote {shown / 'relit_turntable.blend'} (strips on sequencer channel {strips.channel}, textures on {', '.join(tex.images)})")
     print(f"took {time.perf_counter() - t0:.1f} s")
     return 0
 
