@@ -1,6 +1,7 @@
 """Add-on preferences: where jobs run (in Blender's Python or on a server), model weights, hub access."""
 
 import os
+from pathlib import Path
 
 import bpy
 
@@ -11,12 +12,42 @@ class CoupledEditPreferences(bpy.types.AddonPreferences):
     backend: bpy.props.EnumProperty(
         name="Run Jobs",
         items=[
-            ("IN_PROCESS", "In Blender", "In a worker thread of Blender's own Python (needs torch installed into it)"),
-            ("SERVER", "On a Server", "On a Coupled Edit server: this computer (Start Server) or a GPU machine on the network"),
+            ("ENVIRONMENT", "Backend Environment", "In the add-on's own Python environment (Set Up Backend below): a server on this "
+             "computer, started when a job needs it; Blender's Python is never touched"),
+            ("IN_PROCESS", "In Blender", "In a worker thread of Blender's own Python (needs torch installed into it by you)"),
+            ("SERVER", "On a Server", "On a Coupled Edit server you run: this computer (Start Server) or a GPU machine on the network"),
         ],
-        default="IN_PROCESS",
+        default="ENVIRONMENT",
         description="Where the diffusion models run",
+    )  # fmt: skip
+    env_dir: bpy.props.StringProperty(
+        name="Environment Folder",
+        subtype="DIR_PATH",
+        description="Where Set Up Backend puts the backend's Python environment (empty: the add-on's user folder)",
     )
+    torch_build: bpy.props.EnumProperty(
+        name="Torch Build",
+        items=[
+            ("AUTO", "Automatic", "Chosen from this computer: NVIDIA driver -> a CUDA build it supports, Apple -> Metal, else CPU"),
+            ("cu128", "CUDA 12.8", "NVIDIA driver 570 or newer"),
+            ("cu126", "CUDA 12.6", "NVIDIA driver 560 or newer"),
+            ("cu118", "CUDA 11.8", "NVIDIA driver 520 or newer"),
+            ("cpu", "CPU", "No GPU: slow, for trying things out"),
+            ("default", "Package Index Default", "Whatever the package index serves (Apple: the Metal build)"),
+        ],
+        default="AUTO",
+        description="Which torch build Set Up Backend installs",
+    )
+    torch_requirement: bpy.props.StringProperty(
+        name="Torch Version", default="torch>=2.4", description="The torch requirement to install, e.g. torch==2.5.1"
+    )
+    setup_tool: bpy.props.EnumProperty(
+        name="Installer",
+        items=[("auto", "Automatic", "uv when it can be installed, else pip"), ("uv", "uv", "Fast; installed privately"),
+               ("pip", "pip", "Python's venv + pip")],
+        default="auto",
+        description="What Set Up Backend installs with",
+    )  # fmt: skip
     server_url: bpy.props.StringProperty(
         name="Server", default="http://127.0.0.1:8765", description="Address of the server, e.g. http://gpu-box.local:8765"
     )
@@ -43,8 +74,36 @@ class CoupledEditPreferences(bpy.types.AddonPreferences):
     )
 
     def draw(self, context):
+        from .backend import envsetup
+        from .operators import stepwise
+
         layout = self.layout
         layout.prop(self, "backend")
+        if self.backend == "ENVIRONMENT":
+            box = layout.box()
+            root = env_root(context)
+            st = envsetup.env_status(root)
+            if st["present"]:
+                versions = st.get("versions", {})
+                gpu = "GPU" if versions.get("cuda") else "no CUDA GPU"
+                box.label(text=f"Ready: torch {versions.get('torch', '?')} ({gpu}), {st['torch']['label']}", icon="CHECKMARK")
+                if not st["in_sync"]:
+                    box.label(text="The add-on's requirements changed: Set Up Backend again to update", icon="ERROR")
+            else:
+                box.label(text=f"Not set up. It will install torch for: {torch_choice(context).label}", icon="INFO")
+            task = stepwise.TASKS.get(context.scene.name)
+            if isinstance(task, envsetup.EnvSetup):
+                box.progress(factor=task.fraction, type="BAR", text=task.message)
+                box.operator("coupled_edit.cancel_task", icon="CANCEL")
+            else:
+                row = box.row()
+                row.operator("coupled_edit.setup_backend", icon="IMPORT")
+                row.operator("coupled_edit.remove_backend", icon="TRASH")
+            box.prop(self, "torch_build")
+            box.prop(self, "torch_requirement")
+            box.prop(self, "setup_tool")
+            box.prop(self, "env_dir")
+            box.label(text=f"Folder: {root}  (log: setup.log)")
         if self.backend == "SERVER":
             box = layout.box()
             box.prop(self, "server_url")
@@ -62,21 +121,71 @@ def get(context) -> CoupledEditPreferences:
     return context.preferences.addons[__package__].preferences
 
 
-def server(context) -> dict | None:
-    """{"url", "token"} when jobs run on a server, else None."""
+def env_root(context) -> Path:
+    """The backend environment's folder: the preference, else the add-on's user folder."""
     prefs = get(context)
-    if prefs.backend != "SERVER":
-        return None
-    return {"url": prefs.server_url.strip(), "token": prefs.server_token or None}
+    if prefs.env_dir:
+        return Path(bpy.path.abspath(prefs.env_dir))
+    try:  # an installed extension
+        return Path(bpy.utils.extension_path_user(__package__, path="backend_env", create=True))
+    except (ValueError, AttributeError):  # a legacy add-on folder (development checkouts)
+        return Path(bpy.utils.user_resource("SCRIPTS", path="coupled_edit_env", create=True))
+
+
+def torch_choice(context):
+    from .backend import envsetup
+
+    prefs = get(context)
+    if prefs.torch_build == "AUTO":
+        auto = envsetup.detect_torch()
+        return envsetup.TorchChoice(auto.key, auto.label, prefs.torch_requirement or "torch>=2.4", auto.index_url)
+    return envsetup.torch_build(prefs.torch_build, prefs.torch_requirement or "torch>=2.4")
+
+
+def hub_env(context) -> dict[str, str]:
+    """What the backend process needs to know about the hub (cache folder, offline)."""
+    prefs = get(context)
+    env = {"HF_HOME": bpy.path.abspath(prefs.model_cache)} if prefs.model_cache else {}
+    return env | ({"HF_HUB_OFFLINE": "1"} if prefs.offline else {})
+
+
+def server(context) -> dict | None:
+    """How jobs reach a server: {"url", "token"} for a server the user runs, {"managed": {...}} for the
+    backend environment's own server (started on demand), None for Blender's Python."""
+    prefs = get(context)
+    if prefs.backend == "SERVER":
+        return {"url": prefs.server_url.strip(), "token": prefs.server_token or None}
+    if prefs.backend == "ENVIRONMENT":
+        from .backend import envsetup
+
+        root = env_root(context)
+        if not envsetup.env_status(root)["present"]:
+            raise ValueError("the backend environment is not set up: Edit > Preferences > Add-ons > Coupled Edit > Set Up Backend "
+                             "(or choose Run Jobs: In Blender / On a Server)")  # fmt: skip
+        return {"managed": {"python": str(envsetup.env_python(root)), "jobs_dir": str(root / "jobs"), "env": hub_env(context)}}
+    return None
+
+
+_SET_BY_US: set[str] = set()
 
 
 def apply_environment(context) -> None:
-    """Hand the preferences to the backend (huggingface_hub reads these variables)."""
+    """Hand the preferences to an in-process backend at once: the variables huggingface_hub reads, and its
+    constants when it is already imported (it reads the variables only at import)."""
+    import sys
+
     prefs = get(context)
     if prefs.model_cache:
         os.environ["HF_HOME"] = bpy.path.abspath(prefs.model_cache)
     if prefs.offline:
         os.environ["HF_HUB_OFFLINE"] = "1"
+        _SET_BY_US.add("HF_HUB_OFFLINE")
+    elif "HF_HUB_OFFLINE" in _SET_BY_US:  # switched back on: only undo what this switch did
+        os.environ.pop("HF_HUB_OFFLINE", None)
+        _SET_BY_US.discard("HF_HUB_OFFLINE")
+    constants = sys.modules.get("huggingface_hub.constants")
+    if constants is not None:
+        constants.HF_HUB_OFFLINE = os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("", "0", "false", "no")
 
 
 def register() -> None:

@@ -85,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     ml = sub.add_parser("models", help="the models each task needs, and which are in the local cache")
     ml.add_argument("action", choices=["list"])
     ml.add_argument("--task", default=None, help="only this task's models")
+    sub.add_parser("doctor", help="JSON: torch, device, free GPU memory, models present per task (Check Backend asks this)")
     sc = sub.add_parser("schema", help="write the JobSpec JSON schema")
     sc.add_argument("--out", default="-", help="file, or - for stdout")
     sc.add_argument("--openapi", action="store_true", help="the server's OpenAPI document instead")
@@ -264,6 +265,26 @@ def _models_list(task: str | None) -> int:
     return 0
 
 
+def doctor() -> dict:
+    """What this Python can run: torch, the device, free GPU memory, which task's models are in the cache."""
+    import platform
+
+    import torch
+
+    from .model_needs import in_cache
+    from .registry import TASK_MODELS
+
+    out = {"torch": torch.__version__, "python": platform.python_version(), "device": "cpu", "device_name": platform.processor() or "CPU",
+           "free_vram_gb": None}  # fmt: skip
+    if torch.cuda.is_available():
+        free, total = torch.cuda.mem_get_info()
+        out |= {"device": "cuda", "device_name": torch.cuda.get_device_name(0), "free_vram_gb": free / 2**30, "vram_gb": total / 2**30}
+    elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        out |= {"device": "mps", "device_name": "Apple GPU (Metal)"}
+    out["models"] = {task: {k: in_cache(MODELS[k]) for k in keys} for task, keys in TASK_MODELS.items()}
+    return out
+
+
 MIN_TOKEN_CHARS = 22  # 16 random bytes in URL-safe base64
 
 
@@ -355,6 +376,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if a.command == "models":
             return _models_list(a.task)
+        if a.command == "doctor":
+            print(json.dumps(doctor()))
+            return 0
         if a.command == "schema":
             if a.openapi:
                 from .jobs import atomic_write_text

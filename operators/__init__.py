@@ -14,6 +14,8 @@ _classes = (
     rig_ops.COUPLED_EDIT_OT_apply_texture,
     server_ops.COUPLED_EDIT_OT_start_server,
     server_ops.COUPLED_EDIT_OT_stop_server,
+    server_ops.COUPLED_EDIT_OT_setup_backend,
+    server_ops.COUPLED_EDIT_OT_remove_backend,
     stepwise.COUPLED_EDIT_OT_cancel_task,
 )
 
@@ -29,5 +31,6 @@ def unregister() -> None:
     if rig_ops.cancel_jobs_on_load in bpy.app.handlers.load_pre:
         bpy.app.handlers.load_pre.remove(rig_ops.cancel_jobs_on_load)
     server_ops.stop_local_server()  # a server this session started does not outlive the add-on
+    server_ops._backend("server.launcher").stop_managed_server()
     for c in reversed(_classes):
         bpy.utils.unregister_class(c)

@@ -21,6 +21,8 @@ class COUPLED_EDIT_OT_check_backend(bpy.types.Operator):
     bl_description = "Check whether the diffusion models can run inside Blender or need the server"
 
     def execute(self, context):
+        if preferences.get(context).backend == "ENVIRONMENT":
+            return self._environment(context)
         srv = preferences.server(context)
         if srv is not None:
             client = importlib.import_module(f"{__package__.rsplit('.', 1)[0]}.backend.client")
@@ -38,4 +40,30 @@ class COUPLED_EDIT_OT_check_backend(bpy.types.Operator):
             return {"FINISHED"}
         backend = importlib.import_module(f"{__package__.rsplit('.', 1)[0]}.backend")
         self.report({"INFO"}, f"In-process backend {backend.__version__} ready")
+        return {"FINISHED"}
+
+    def _environment(self, context):
+        """The backend environment: present, torch, device, free VRAM, models per task (asked of its own Python)."""
+        import json
+        import subprocess
+
+        envsetup = importlib.import_module(f"{__package__.rsplit('.', 1)[0]}.backend.envsetup")
+        root = preferences.env_root(context)
+        st = envsetup.env_status(root)
+        if not st["present"]:
+            self.report({"WARNING"}, "Backend environment not set up: Edit > Preferences > Add-ons > Coupled Edit > Set Up Backend")
+            return {"FINISHED"}
+        launcher = importlib.import_module(f"{__package__.rsplit('.', 1)[0]}.backend.server.launcher")
+        env = {**__import__("os").environ, **preferences.hub_env(context), "PYTHONPATH": str(launcher.PACKAGE_ROOT)}
+        r = subprocess.run([str(envsetup.env_python(root)), "-m", "backend", "doctor"], capture_output=True, text=True, env=env,
+                           cwd=launcher.PACKAGE_ROOT, timeout=120)  # fmt: skip
+        if r.returncode != 0:
+            self.report({"ERROR"}, f"the backend environment does not start: {r.stderr.strip().splitlines()[-1:]}; Set Up Backend again")
+            return {"FINISHED"}
+        d = json.loads(r.stdout)
+        vram = f", {d['free_vram_gb']:.1f} GB free" if d.get("free_vram_gb") is not None else ""
+        ready = [t for t, ms in d["models"].items() if all(ms.values())]
+        sync = "" if st["in_sync"] else "; requirements changed: Set Up Backend again"
+        self.report({"INFO"}, f"Backend environment: torch {d['torch']} on {d['device_name']}{vram}; tasks with every model present: "
+                              f"{', '.join(ready) or 'none (download the models)'}{sync}")  # fmt: skip
         return {"FINISHED"}

@@ -102,6 +102,42 @@ class COUPLED_EDIT_OT_start_server(stepwise.StepwiseOperator, bpy.types.Operator
         return {"FINISHED"}
 
 
+class COUPLED_EDIT_OT_setup_backend(stepwise.StepwiseOperator, bpy.types.Operator):
+    bl_idname = "coupled_edit.setup_backend"
+    bl_label = "Set Up Backend"
+    bl_description = (
+        "Create the add-on's own Python environment with torch for this computer and the backend's packages "
+        "(a few GB; no admin rights; Blender's Python is not touched). Run again to update or retry"
+    )
+
+    def start(self, context):
+        envsetup = _backend("envsetup")
+        prefs = preferences.get(context)
+        _backend("server.launcher").stop_managed_server()  # it runs from the environment being changed
+        return envsetup.EnvSetup(preferences.env_root(context), preferences.torch_choice(context), prefs.setup_tool,
+                                 extra_env=preferences.hub_env(context))  # fmt: skip
+
+    def finished(self, context, task):
+        self.report({"INFO"}, f"backend environment {task.message} (log: {task.log_path})")
+        return {"FINISHED"}
+
+
+class COUPLED_EDIT_OT_remove_backend(bpy.types.Operator):
+    bl_idname = "coupled_edit.remove_backend"
+    bl_label = "Remove Backend"
+    bl_description = "Delete the backend environment (models in the hub cache stay)"
+
+    def execute(self, context):
+        _backend("server.launcher").stop_managed_server()
+        try:
+            removed = _backend("envsetup").remove_env(preferences.env_root(context))
+        except (OSError, RuntimeError) as e:
+            self.report({"ERROR"}, str(e))
+            return {"CANCELLED"}
+        self.report({"INFO"}, "backend environment removed" if removed else "no backend environment to remove")
+        return {"FINISHED"}
+
+
 class COUPLED_EDIT_OT_stop_server(bpy.types.Operator):
     bl_idname = "coupled_edit.stop_server"
     bl_label = "Stop Server"

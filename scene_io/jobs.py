@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import bpy
 
@@ -176,7 +177,16 @@ class RigJob:
             client = backend_module("client")
 
             def work() -> None:
-                c = client.Client(self.server["url"], self.server.get("token"))
+                url, token = self.server.get("url"), self.server.get("token")
+                if "managed" in self.server:  # the backend environment's server, started on first use
+                    m = self.server["managed"]
+                    self._events.put(SimpleNamespace(stage="loading", step=0, total=0, message="starting the backend", eta_s=None))
+                    try:
+                        url, token = backend_module("server.launcher").ensure_managed_server(m["python"], m["jobs_dir"], m["env"])
+                    except Exception as e:  # noqa: BLE001 - reported through result.json like any failure
+                        self._write_result("failed", f"the backend environment's server did not start: {e}")
+                        return
+                c = client.Client(url, token)
                 client.run_remote_job(c, self.folder, progress=self._events.put, should_cancel=self._cancel.is_set)
 
         else:

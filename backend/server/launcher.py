@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -65,3 +66,56 @@ def stop_server(proc: subprocess.Popen, timeout: float = 15.0) -> int:
             proc.kill()
             proc.wait(5)
     return proc.returncode
+
+
+# --- the managed server: started on first use in the backend environment, loopback, random token ----
+
+_MANAGED: dict = {}
+_MANAGED_LOCK = threading.Lock()
+
+
+def ensure_managed_server(
+    python: str | os.PathLike, jobs_dir: str | os.PathLike, extra_env: dict[str, str] | None = None, timeout: float = 300.0
+) -> tuple[str, str]:
+    """(url, token) of a server in ``python`` on a free loopback port with a random token, started on the
+    first call and reused while it runs (the artist never sees a port or a token)."""
+    import secrets
+    import socket
+
+    key = (str(python), str(jobs_dir), tuple(sorted((extra_env or {}).items())))
+    with _MANAGED_LOCK:
+        proc = _MANAGED.get("proc")
+        if proc is not None and proc.poll() is None and _MANAGED["key"] == key:
+            return _MANAGED["url"], _MANAGED["token"]
+        stop_managed_server(locked=True)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        Path(jobs_dir).mkdir(parents=True, exist_ok=True)
+        token, log = secrets.token_urlsafe(24), Path(jobs_dir) / "server.log"
+        proc = start_local_server(str(python), port, jobs_dir, token, log, extra_env)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_healthy(url, timeout, proc, log)
+        except BaseException:
+            stop_server(proc)
+            raise
+        _MANAGED.update(proc=proc, url=url, token=token, log=log, key=key)
+        return url, token
+
+
+def managed_server() -> dict:
+    """{"url", "log", "running"} of the managed server (the token stays inside this process)."""
+    proc = _MANAGED.get("proc")
+    return {"url": _MANAGED.get("url"), "log": _MANAGED.get("log"), "running": proc is not None and proc.poll() is None}
+
+
+def stop_managed_server(locked: bool = False) -> None:
+    if not locked:
+        with _MANAGED_LOCK:
+            stop_managed_server(locked=True)
+        return
+    proc = _MANAGED.pop("proc", None)
+    _MANAGED.clear()
+    if proc is not None:
+        stop_server(proc)

@@ -42,6 +42,8 @@ def cycles_scene(addon):
 
     bpy.ops.wm.read_factory_settings(use_empty=True)
     addon_utils.enable("coupled_edit", default_set=True, handle_error=None)
+    # jobs run in this process unless a test sets up a backend environment or a server
+    bpy.context.preferences.addons["coupled_edit"].preferences.backend = "IN_PROCESS"
     scene = bpy.context.scene
     scene.render.engine = "CYCLES"
     scene.cycles.samples = 2
