@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     vj = sub.add_parser("validate-job", help="check a job.json (or job folder) and print what is wrong")
     vj.add_argument("path")
     ml = sub.add_parser("models", help="the models each task needs, and which are in the local cache")
-    ml.add_argument("action", choices=["list"])
+    ml.add_argument("action", choices=["list", "download"])
+    ml.add_argument("keys", nargs="*", help="download: registry keys (JSON progress lines on stdout; HF_TOKEN for gated models)")
     ml.add_argument("--task", default=None, help="only this task's models")
     sub.add_parser("doctor", help="JSON: torch, device, free GPU memory, models present per task (Check Backend asks this)")
     sc = sub.add_parser("schema", help="write the JobSpec JSON schema")
@@ -374,6 +375,12 @@ def main(argv: list[str] | None = None) -> int:
             spec = parse_spec(read_job_text(Path(a.path)))
             print(f"ok: task {spec.task}, {len(spec.views)} views")
             return 0
+        if a.command == "models" and a.action == "download":
+            from .downloads import main as download_main
+
+            if not a.keys:
+                raise CliError("name the models to download, e.g. `python -m backend models download seva-1.1`")
+            return download_main(a.keys)
         if a.command == "models":
             return _models_list(a.task)
         if a.command == "doctor":

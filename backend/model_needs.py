@@ -69,9 +69,28 @@ def in_cache(entry: ModelEntry) -> bool:
     """True when the model's weights are in the local Hugging Face cache (no network is used)."""
     if entry.repo is None:
         return True  # tiny models are built, never downloaded
-    from huggingface_hub import try_to_load_from_cache
-
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # Blender's own Python: read the cache's layout directly
+        return _cached_file(entry.repo, cache_marker(entry), entry.revision) is not None
     return isinstance(try_to_load_from_cache(entry.repo, cache_marker(entry), revision=entry.revision), str)
+
+
+def hub_cache_dir() -> Path:
+    """Where huggingface_hub keeps models: HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
+    return Path(home).expanduser() / "hub"
+
+
+def _cached_file(repo: str, filename: str, revision: str | None = None) -> Path | None:
+    """The cached copy of ``filename`` (refs/<revision> -> snapshots/<commit>/filename), as huggingface_hub lays it out."""
+    root = hub_cache_dir() / f"models--{repo.replace('/', '--')}"
+    ref = root / "refs" / (revision or "main")
+    commit = ref.read_text().strip() if ref.is_file() else (revision or "")
+    path = root / "snapshots" / commit / filename
+    return path if commit and path.is_file() else None
 
 
 def missing_models(task: str, models: Mapping | None = None, edit: Mapping | None = None) -> list[str]:
