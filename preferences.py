@@ -6,6 +6,11 @@ from pathlib import Path
 import bpy
 
 
+class CoupledEditModelPath(bpy.types.PropertyGroup):
+    key: bpy.props.StringProperty(name="Model", description="Registry key of the model, e.g. seva-1.1")
+    path: bpy.props.StringProperty(name="Path", subtype="FILE_PATH", description="Your copy of its weights: the file, or its folder")
+
+
 class CoupledEditPreferences(bpy.types.AddonPreferences):
     bl_idname = __package__
 
@@ -62,6 +67,13 @@ class CoupledEditPreferences(bpy.types.AddonPreferences):
     server_jobs_dir: bpy.props.StringProperty(
         name="Server Jobs Folder", subtype="DIR_PATH", description="Where a server started here keeps its jobs (empty: a temporary folder)"
     )
+    hf_token: bpy.props.StringProperty(
+        name="Hugging Face Token",
+        subtype="PASSWORD",
+        description="Access token for gated models (SEVA, FLUX.1-dev): given only to the download and backend processes, "
+        "never written into job folders or logs",
+    )
+    model_paths: bpy.props.CollectionProperty(type=CoupledEditModelPath)
     model_cache: bpy.props.StringProperty(
         name="Model Cache",
         subtype="DIR_PATH",
@@ -115,6 +127,49 @@ class CoupledEditPreferences(bpy.types.AddonPreferences):
             row.operator("coupled_edit.stop_server", icon="PAUSE")
         layout.prop(self, "model_cache")
         layout.prop(self, "offline")
+        layout.prop(self, "hf_token")
+        draw_models(layout.box(), context, None)
+
+
+def draw_models(box, context, keys: list[str] | None) -> None:
+    """The model manager: what each model is, whether it is here, Download / local path buttons.
+    ``keys``: only these (the panel shows the current task's); None: every task's, by task."""
+    from .backend import model_needs
+    from .backend.registry import MODELS, TASK_MODELS
+    from .operators import stepwise
+
+    prefs = get(context)
+    local = {m.key: m.path for m in prefs.model_paths}
+    groups = {"this task": keys} if keys is not None else TASK_MODELS
+    task = stepwise.TASKS.get(context.scene.name)
+    if task is not None and type(task).__name__ == "ModelDownload":
+        box.progress(factor=task.fraction, type="BAR", text=task.message)
+        box.operator("coupled_edit.cancel_task", icon="CANCEL")
+    shown = set()
+    for group, group_keys in groups.items():
+        if keys is None:
+            box.label(text=group)
+        for key in group_keys:
+            if key in shown and keys is None:
+                continue
+            shown.add(key)
+            e = MODELS[key]
+            row = box.row(align=True)
+            here = key in local or model_needs.in_cache(e)
+            tags = ", ".join(t for t in (e.licence, "gated" if e.gated else "") if t)
+            row.label(text=f"{key}  ({tags})", icon="CHECKMARK" if here else "IMPORT")
+            if key in local:
+                row.label(text=f"local: {local[key]}")
+                row.operator("coupled_edit.set_model_path", text="", icon="X").key = key
+            else:
+                if not here:
+                    row.operator("coupled_edit.download_model", text="Download").key = key
+                row.operator("coupled_edit.set_model_path", text="", icon="FILEBROWSER").key = key
+
+
+def model_paths(context) -> dict[str, str]:
+    """Local copies the user chose, as a job's ``models.paths``."""
+    return {m.key: bpy.path.abspath(m.path) for m in get(context).model_paths if m.key and m.path}
 
 
 def get(context) -> CoupledEditPreferences:
@@ -142,10 +197,12 @@ def torch_choice(context):
     return envsetup.torch_build(prefs.torch_build, prefs.torch_requirement or "torch>=2.4")
 
 
-def hub_env(context) -> dict[str, str]:
-    """What the backend process needs to know about the hub (cache folder, offline)."""
+def hub_env(context, token: bool = True) -> dict[str, str]:
+    """What a backend process needs to know about the hub: cache folder, offline, the token (only ever
+    handed to a child process's environment)."""
     prefs = get(context)
     env = {"HF_HOME": bpy.path.abspath(prefs.model_cache)} if prefs.model_cache else {}
+    env |= {"HF_TOKEN": prefs.hf_token} if token and prefs.hf_token else {}
     return env | ({"HF_HUB_OFFLINE": "1"} if prefs.offline else {})
 
 
@@ -178,19 +235,25 @@ def apply_environment(context) -> None:
     if prefs.model_cache:
         os.environ["HF_HOME"] = bpy.path.abspath(prefs.model_cache)
     if prefs.offline:
+        if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("", "0", "false", "no"):
+            _SET_BY_US.add("HF_HUB_OFFLINE")  # undone when the switch goes off; a variable set outside Blender stays
         os.environ["HF_HUB_OFFLINE"] = "1"
-        _SET_BY_US.add("HF_HUB_OFFLINE")
     elif "HF_HUB_OFFLINE" in _SET_BY_US:  # switched back on: only undo what this switch did
         os.environ.pop("HF_HUB_OFFLINE", None)
         _SET_BY_US.discard("HF_HUB_OFFLINE")
     constants = sys.modules.get("huggingface_hub.constants")
     if constants is not None:
         constants.HF_HUB_OFFLINE = os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("", "0", "false", "no")
+        if prefs.model_cache and not os.environ.get("HF_HUB_CACHE"):
+            constants.HF_HOME = os.environ["HF_HOME"]
+            constants.HF_HUB_CACHE = os.path.join(os.environ["HF_HOME"], "hub")
 
 
 def register() -> None:
+    bpy.utils.register_class(CoupledEditModelPath)
     bpy.utils.register_class(CoupledEditPreferences)
 
 
 def unregister() -> None:
     bpy.utils.unregister_class(CoupledEditPreferences)
+    bpy.utils.unregister_class(CoupledEditModelPath)

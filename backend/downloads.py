@@ -1,5 +1,6 @@
 """Model downloads with progress for people, not terminals: ``python -m backend models download KEY``
-prints one JSON line per update (bytes, rate, ETA), resumable through the hub cache.
+prints one JSON line per update (bytes, rate, ETA). A cancelled download keeps every file that
+completed in the hub cache; the file in flight starts over (huggingface_hub 2.x keeps no partial files).
 
 Files come through ``huggingface_hub`` (cache, resume, ``HF_TOKEN``, ``HF_ENDPOINT`` as usual). A
 registry entry naming one file downloads that file; a pipeline or model folder downloads its

@@ -31,6 +31,15 @@ TORCH_INDEX = "https://download.pytorch.org/whl/{tag}"
 CUDA_BUILDS = (("cu128", "12.8", 570.26, 570.65), ("cu126", "12.6", 560.28, 560.76), ("cu118", "11.8", 520.61, 520.06))
 
 
+# the last phase: the environment imports, and says what it runs on (kept in the marker for the preflight)
+CHECK = (
+    "import json, torch, diffusers, fastapi, transformers\n"
+    "c = torch.cuda.is_available(); p = torch.cuda.get_device_properties(0) if c else None\n"
+    "print('versions', json.dumps({'torch': torch.__version__, 'cuda': c, 'diffusers': diffusers.__version__,"
+    " 'device': p.name if p else 'CPU', 'vram_gb': p.total_memory / 2**30 if p else None}))"
+)
+
+
 class EnvSetupError(RuntimeError):
     """A setup step failed; the message names the step and ends with the log's tail."""
 
@@ -152,8 +161,7 @@ class EnvSetup:
         return phases + [
             Phase(f"installing torch ({self.torch.label})", 0.45, [*install, self.torch.requirement, *index]),
             Phase("installing the backend's packages", 0.45, [*install, "-r", str(REQUIREMENTS)]),
-            Phase("checking", 0.05, [str(py), "-c", "import json, torch, diffusers, fastapi, transformers; print('versions', json.dumps("
-                  "{'torch': torch.__version__, 'cuda': torch.cuda.is_available(), 'diffusers': diffusers.__version__}))"]),
+            Phase("checking", 0.05, [str(py), "-c", CHECK]),
         ]  # fmt: skip
 
     def _uv(self) -> Path | None:

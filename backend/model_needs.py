@@ -66,14 +66,14 @@ def cache_marker(entry: ModelEntry) -> str:
 
 
 def in_cache(entry: ModelEntry) -> bool:
-    """True when the model's weights are in the local Hugging Face cache (no network is used)."""
+    """True when the model's weights are in the local Hugging Face cache (no network is used).
+
+    Reads the cache's layout with the standard library, from the environment as it is now: Blender's
+    Python may lack huggingface_hub, and huggingface_hub fixes its cache folder when first imported,
+    so a changed Model Cache preference would go unseen."""
     if entry.repo is None:
         return True  # tiny models are built, never downloaded
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:  # Blender's own Python: read the cache's layout directly
-        return _cached_file(entry.repo, cache_marker(entry), entry.revision) is not None
-    return isinstance(try_to_load_from_cache(entry.repo, cache_marker(entry), revision=entry.revision), str)
+    return _cached_file(entry.repo, cache_marker(entry), entry.revision) is not None
 
 
 def hub_cache_dir() -> Path:

@@ -2,7 +2,7 @@
 
 import bpy
 
-from . import check_backend, rig_ops, server_ops, stepwise
+from . import check_backend, model_ops, rig_ops, server_ops, stepwise
 
 _classes = (
     check_backend.COUPLED_EDIT_OT_check_backend,
@@ -17,6 +17,8 @@ _classes = (
     server_ops.COUPLED_EDIT_OT_setup_backend,
     server_ops.COUPLED_EDIT_OT_remove_backend,
     stepwise.COUPLED_EDIT_OT_cancel_task,
+    model_ops.COUPLED_EDIT_OT_download_model,
+    model_ops.COUPLED_EDIT_OT_set_model_path,
 )
 
 

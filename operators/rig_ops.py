@@ -68,6 +68,10 @@ def make_job(context) -> jobs.RigJob:
     else:  # the reference view is the input; the rest are generated
         render, extra = [i == ref for i in range(len(cams))], {"models": {"multiview": s.model}}
         sampling = {"steps": s.steps, "cfg_multiview": s.guidance, "seed": s.seed}
+    if preferences.model_paths(context):
+        extra["models"]["paths"] = preferences.model_paths(context)
+    server = preferences.server(context)
+    preflight(context, s.task, extra["models"], extra.get("edit"), s.working_size, server)
     return jobs.RigJob(
         context.scene,
         cams,
@@ -75,12 +79,31 @@ def make_job(context) -> jobs.RigJob:
         s.task,
         render=render,
         photos=s.use_photos,
-        server=preferences.server(context),
+        server=server,
         passes=not s.use_photos,  # depth of every view: the job reports multi-view consistency
         sampling=sampling,
         multiview={"size": s.working_size},
         **extra,
     )
+
+
+def preflight(context, task: str, models: dict, edit: dict | None, size: int, server: dict | None) -> None:
+    """Before anything renders: every model the job needs is here (or the panel's Download buttons are
+    the way), and the job fits the backend environment's GPU (else which size would)."""
+    if server is not None and "managed" not in server:
+        return  # a server someone else runs checks its own cache (run_job names what is missing)
+    needs = jobs.backend_module("model_needs")
+    missing = needs.missing_models(task, models, edit)
+    if missing:
+        raise ValueError(f"not downloaded yet: {', '.join(missing)}. Download them in the Coupled Edit panel (Models) or the "
+                         "add-on preferences, or set a local copy for each")  # fmt: skip
+    registry = jobs.backend_module("registry")
+    if server is not None and not registry.MODELS[models.get("multiview") or "seva-1.1"].tiny:
+        vram = jobs.backend_module("envsetup").env_status(preferences.env_root(context)).get("versions", {}).get("vram_gb")
+        if vram:
+            advice = jobs.backend_module("preflight").advice(task, size, 21, vram)
+            if advice:
+                raise ValueError(advice)
 
 
 def make_spatial_job(context) -> jobs.RigJob:
@@ -96,9 +119,13 @@ def make_spatial_job(context) -> jobs.RigJob:
         "sampling": {"steps": s.steps, "cfg_multiview": s.guidance, "seed": s.seed, "lam": s.strength},
         "multiview": {"size": s.working_size},  # Working Size counts here too (it was left out)
     }
+    if preferences.model_paths(context):
+        sections["models"]["paths"] = preferences.model_paths(context)
+    server = preferences.server(context)
+    preflight(context, "spatial_edit", sections["models"], None, s.working_size, server)
     capture.spatial_job(cap, context.scene, folder, only, **sections)
     cams = [context.scene.objects[n] for n in json.loads((cap / "capture.json").read_text())["cameras"] if n in context.scene.objects]
-    return jobs.RigJob(context.scene, cams, folder, "spatial_edit", prepared=True, server=preferences.server(context))
+    return jobs.RigJob(context.scene, cams, folder, "spatial_edit", prepared=True, server=server)
 
 
 class COUPLED_EDIT_OT_capture_before(stepwise.StepwiseOperator, bpy.types.Operator):

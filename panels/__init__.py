@@ -76,10 +76,26 @@ class VIEW3D_PT_coupled_edit(bpy.types.Panel):
             box.label(text="Last result", icon="IMAGE_DATA")
             box.operator("coupled_edit.apply_strips", icon="SEQUENCE")
             box.operator("coupled_edit.apply_texture", icon="TEXTURE")
+        try:
+            from ..backend import model_needs
+
+            keys = model_needs.job_model_keys(s.task, _task_models(s), {"controls": [{"kind": s.control}]} if s.task == "stylize" else None)
+        except (KeyError, ValueError):
+            keys = []
+        if keys:
+            box = layout.box()
+            box.label(text="Models", icon="FILE_BLEND")
+            preferences.draw_models(box, context, keys)
         prefs = preferences.get(context)
         if prefs.offline:
             layout.label(text="Offline: cached weights only", icon="INTERNET_OFFLINE")
         layout.operator("coupled_edit.check_backend", icon="CHECKMARK")
+
+
+def _task_models(s) -> dict:
+    """The models section the panel's task would send (as operators/rig_ops.make_job builds it)."""
+    editor = {"relight_text": s.editor, "relight_envmap": s.gaffer, "stylize": s.style_base, "spatial_edit": s.fixup}.get(s.task)
+    return {"multiview": s.model} | ({"editor": editor} if editor else {})
 
 
 def draw_status_bar(self, context) -> None:

@@ -36,6 +36,7 @@ def hub_cache(tmp_path, monkeypatch):
     import huggingface_hub.constants as c
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
     return tmp_path / "hub"

@@ -166,6 +166,7 @@ def test_every_problem_is_reported_before_the_first_view_renders(addon, cycles_s
                     "editor": "sd-tiny"})  # fmt: skip
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     with pytest.raises(jobs.RigError) as exc:
         jobs.RigJob(cycles_scene, cams[:1], tmp_path / "d", "relight_text", edit={"prompt": "x"},
                     models={"multiview": "seva-1.1", "editor": "ic-light-fc"})  # fmt: skip
