@@ -73,7 +73,9 @@ class CoupledEditPreferences(bpy.types.AddonPreferences):
         description="Access token for gated models (SEVA, FLUX.1-dev): given only to the download and backend processes, "
         "never written into job folders or logs",
     )
-    model_paths: bpy.props.CollectionProperty(type=CoupledEditModelPath)
+    model_paths: bpy.props.CollectionProperty(
+        type=CoupledEditModelPath, name="Local Copies", description="Models whose weights come from your own files, not the cache"
+    )
     model_cache: bpy.props.StringProperty(
         name="Model Cache",
         subtype="DIR_PATH",
@@ -136,7 +138,7 @@ def draw_models(box, context, keys: list[str] | None) -> None:
     ``keys``: only these (the panel shows the current task's); None: every task's, by task."""
     from .backend import model_needs
     from .backend.registry import MODELS, TASK_MODELS
-    from .operators import stepwise
+    from .operators import model_ops, stepwise
 
     prefs = get(context)
     local = {m.key: m.path for m in prefs.model_paths}
@@ -145,6 +147,8 @@ def draw_models(box, context, keys: list[str] | None) -> None:
     if task is not None and type(task).__name__ == "ModelDownload":
         box.progress(factor=task.fraction, type="BAR", text=task.message)
         box.operator("coupled_edit.cancel_task", icon="CANCEL")
+    if keys is None:
+        box.operator("coupled_edit.model_sizes", icon="QUESTION")
     shown = set()
     for group, group_keys in groups.items():
         if keys is None:
@@ -156,7 +160,7 @@ def draw_models(box, context, keys: list[str] | None) -> None:
             e = MODELS[key]
             row = box.row(align=True)
             here = key in local or model_needs.in_cache(e)
-            tags = ", ".join(t for t in (e.licence, "gated" if e.gated else "") if t)
+            tags = ", ".join(t for t in (model_ops.size_text(key), e.licence, "gated" if e.gated else "") if t)
             row.label(text=f"{key}  ({tags})", icon="CHECKMARK" if here else "IMPORT")
             if key in local:
                 row.label(text=f"local: {local[key]}")
@@ -216,9 +220,13 @@ def server(context) -> dict | None:
         from .backend import envsetup
 
         root = env_root(context)
-        if not envsetup.env_status(root)["present"]:
+        status = envsetup.env_status(root)
+        if not status["present"]:
             raise ValueError("the backend environment is not set up: Edit > Preferences > Add-ons > Coupled Edit > Set Up Backend "
                              "(or choose Run Jobs: In Blender / On a Server)")  # fmt: skip
+        if not status["in_sync"]:
+            raise ValueError("this version of the add-on needs other packages in its backend environment: press Set Up Backend "
+                             "(Edit > Preferences > Add-ons > Coupled Edit) to update it")  # fmt: skip
         return {"managed": {"python": str(envsetup.env_python(root)), "jobs_dir": str(root / "jobs"), "env": hub_env(context)}}
     return None
 

@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     vj = sub.add_parser("validate-job", help="check a job.json (or job folder) and print what is wrong")
     vj.add_argument("path")
     ml = sub.add_parser("models", help="the models each task needs, and which are in the local cache")
-    ml.add_argument("action", choices=["list", "download"])
+    ml.add_argument("action", choices=["list", "download", "sizes"])
     ml.add_argument("keys", nargs="*", help="download: registry keys (JSON progress lines on stdout; HF_TOKEN for gated models)")
     ml.add_argument("--task", default=None, help="only this task's models")
     sub.add_parser("doctor", help="JSON: torch, device, free GPU memory, models present per task (Check Backend asks this)")
@@ -374,6 +374,15 @@ def main(argv: list[str] | None = None) -> int:
         if a.command == "validate-job":
             spec = parse_spec(read_job_text(Path(a.path)))
             print(f"ok: task {spec.task}, {len(spec.views)} views")
+            return 0
+        if a.command == "models" and a.action == "sizes":
+            import os
+
+            from .downloads import sizes
+            from .registry import TASK_MODELS
+
+            keys = a.keys or sorted({k for ks in TASK_MODELS.values() for k in ks})
+            print(json.dumps(sizes(keys, os.environ.get("HF_TOKEN") or None)))
             return 0
         if a.command == "models" and a.action == "download":
             from .downloads import main as download_main

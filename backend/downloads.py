@@ -142,3 +142,18 @@ def main(keys: list[str]) -> int:
 
 if __name__ == "__main__":  # pragma: no cover - the CLI goes through backend.cli
     sys.exit(main(sys.argv[1:]))
+
+
+def sizes(keys: list[str], token: str | None = None) -> dict[str, int | str]:
+    """Bytes each model would download (from the hub's file list), or why it could not be asked."""
+    out: dict[str, int | str] = {}
+    for key in keys:
+        e = MODELS.get(key)
+        if e is None or e.repo is None:
+            out[key] = "not a downloadable model"
+            continue
+        try:
+            out[key] = sum(size for _, size in plan(e, token))
+        except DownloadError as err:
+            out[key] = str(err)
+    return out

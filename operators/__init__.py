@@ -19,6 +19,7 @@ _classes = (
     stepwise.COUPLED_EDIT_OT_cancel_task,
     model_ops.COUPLED_EDIT_OT_download_model,
     model_ops.COUPLED_EDIT_OT_set_model_path,
+    model_ops.COUPLED_EDIT_OT_model_sizes,
 )
 
 

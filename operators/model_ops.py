@@ -131,3 +131,57 @@ class COUPLED_EDIT_OT_set_model_path(bpy.types.Operator):
         entry.key, entry.path = self.key, str(path)
         self.report({"INFO"}, f"{self.key}: using {path}")
         return {"FINISHED"}
+
+
+SIZES: dict[str, int | str] = {}  # registry key -> bytes to download (or why unknown), from the hub, this session
+
+
+class SizeQuery:
+    """``python -m backend models sizes`` in a child process (the hub's file lists); fills ``SIZES``."""
+
+    def __init__(self, context) -> None:
+        import os
+
+        if preferences.get(context).offline:
+            raise ValueError("Offline is on (Add-on Preferences): switch it off to ask the hub for sizes")
+        launcher = _backend("server.launcher")
+        env = {**os.environ, **preferences.hub_env(context), "PYTHONPATH": str(launcher.PACKAGE_ROOT)}
+        env.pop("HF_HUB_OFFLINE", None)
+        self.proc = subprocess.Popen([download_python(context), "-m", "backend", "models", "sizes"], cwd=launcher.PACKAGE_ROOT, env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        self.fraction, self.message = 0.0, "asking the hub for model sizes"
+
+    def step(self) -> bool:
+        if self.proc.poll() is None:
+            return True
+        out, err = self.proc.communicate()
+        if self.proc.returncode != 0:
+            raise RuntimeError(f"could not ask the hub: {err.strip()[-300:]}")
+        SIZES.update(json.loads(out))
+        self.fraction, self.message = 1.0, "sizes known"
+        return False
+
+    def cancel(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+
+
+class COUPLED_EDIT_OT_model_sizes(stepwise.StepwiseOperator, bpy.types.Operator):
+    bl_idname = "coupled_edit.model_sizes"
+    bl_label = "Ask Sizes"
+    bl_description = "Ask the model hub how much each model downloads"
+
+    def start(self, context):
+        return SizeQuery(context)
+
+    def finished(self, context, task):
+        total = sum(v for v in SIZES.values() if isinstance(v, int))
+        self.report({"INFO"}, f"sizes of {len(SIZES)} models known ({total / 2**30:.1f} GB in all)")
+        return {"FINISHED"}
+
+
+def size_text(key: str) -> str:
+    v = SIZES.get(key)
+    if not isinstance(v, int):
+        return ""
+    return f"{v / 2**30:.1f} GB" if v >= 2**30 else f"{v / 2**20:.0f} MB"

@@ -74,3 +74,15 @@ def test_what_cannot_be_downloaded_is_explained(tmp_path, args, words):
 def test_offline_refuses_to_download(tmp_path):
     rc, events, _ = _cli(FakeHub({}), tmp_path / "hub", "seva-1.1", offline="1")
     assert rc == 1 and "Offline" in events[-1]["message"]
+
+
+def test_sizes_are_asked_of_the_hub(tmp_path):
+    sd, seva = MODELS["sd15"], MODELS["seva-1.1"]
+    hub = FakeHub({sd.repo: {"model_index.json": b"{}", "unet/diffusion_pytorch_model.safetensors": b"u" * 1000, "x.ckpt": b"c" * 99},
+                   seva.repo: {seva.filename: b"s" * 4321}})  # fmt: skip
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), "HF_ENDPOINT": hub.url, "HF_HUB_CACHE": str(tmp_path),
+           "HF_HUB_DISABLE_XET": "1", "HF_HUB_OFFLINE": "0", "HOME": str(tmp_path)}  # fmt: skip
+    r = subprocess.run([sys.executable, "-m", "backend", "models", "sizes", "sd15", "seva-1.1", "wan-1.3b"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    got = json.loads(r.stdout)
+    assert got["sd15"] == 1002 and got["seva-1.1"] == 4321 and "not found" in got["wan-1.3b"]

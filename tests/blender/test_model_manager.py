@@ -112,3 +112,15 @@ def test_the_offline_switch_applies_at_once(prefs, monkeypatch):
     preferences.apply_environment(bpy.context)
     assert os.environ["HF_HUB_OFFLINE"] == "1"
     c.HF_HUB_OFFLINE = True
+
+
+def test_sizes_come_from_the_hub_and_show_in_the_list(prefs, monkeypatch):
+    registry = importlib.import_module("coupled_edit.backend.registry")
+    model_ops = importlib.import_module("coupled_edit.operators.model_ops")
+    seva = registry.MODELS["seva-1.1"]
+    hub = FakeHub({seva.repo: {seva.filename: b"s" * (3 << 20)}})
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+    assert bpy.ops.coupled_edit.model_sizes() == {"FINISHED"}
+    assert model_ops.SIZES["seva-1.1"] == 3 << 20 and model_ops.size_text("seva-1.1") == "3 MB"
+    assert "not found" in model_ops.SIZES["sd15"]  # the stand-in hub has only SEVA

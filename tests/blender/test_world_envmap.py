@@ -79,6 +79,7 @@ def world_scene(addon, tmp_path):
 
     bpy.ops.wm.read_factory_settings(use_empty=True)
     addon_utils.enable("coupled_edit", default_set=True, handle_error=None)
+    bpy.context.preferences.addons["coupled_edit"].preferences.backend = "IN_PROCESS"
     scene = bpy.context.scene
     E = smooth_envmap()
     write_exr(tmp_path / "sky.exr", E)
