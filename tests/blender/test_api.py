@@ -83,13 +83,7 @@ def test_blend_relative_job_folders_and_the_scene_named_is_the_scene_rendered(ad
 def test_cameras_whose_names_slug_alike_keep_their_own_files_and_strips(addon, empty_scene, tmp_path):
     """'Cam 1', 'Cam_1', 'CAM 1', '前', '後' once shared input and output files: the job said done and
     one image was put on two cameras."""
-    ce = importlib.import_module("coupled_edit.api")
-    scene = bpy.context.scene
-    scene.render.engine = "CYCLES"
-    scene.cycles.samples, scene.cycles.use_denoising = 1, False
-    scene.render.resolution_x = scene.render.resolution_y = 32
-    bpy.ops.mesh.primitive_monkey_add()
-    cams = ce.build_turntable(bpy.context, [bpy.data.objects["Suzanne"]], count=5)
+    ce, scene, cams = _monkey_turntable(5)
     for cam, name in zip(cams, ["Cam 1", "Cam_1", "CAM 1", "前", "後"], strict=True):
         cam.name = name
     assert [c.name for c in cams] == ["Cam 1", "Cam_1", "CAM 1", "前", "後"]
@@ -111,13 +105,7 @@ def test_cameras_whose_names_slug_alike_keep_their_own_files_and_strips(addon, e
 
 def test_the_progress_bar_climbs_once_over_the_reference_edit_and_every_window(addon, empty_scene, tmp_path):
     """It once read 95 % after the reference edit and fell back at every SEVA window."""
-    ce = importlib.import_module("coupled_edit.api")
-    scene = bpy.context.scene
-    scene.render.engine = "CYCLES"
-    scene.cycles.samples, scene.cycles.use_denoising = 1, False
-    scene.render.resolution_x = scene.render.resolution_y = 32
-    bpy.ops.mesh.primitive_monkey_add()
-    cams = ce.build_turntable(bpy.context, [bpy.data.objects["Suzanne"]], count=6)
+    ce, scene, cams = _monkey_turntable(6)
     seen = []
     res = ce.run(scene, cams, "relight_text", tmp_path / "job", edit={"prompt": "window light"},
                  models={"multiview": "seva-tiny", "editor": "ic-light-tiny"}, sampling={"steps": 3}, multiview={"size": 64, "window": 3},
@@ -128,3 +116,14 @@ def test_the_progress_bar_climbs_once_over_the_reference_edit_and_every_window(a
     windows = len({m for stage, _, m in seen if stage == "sampling" and m.startswith("window")})
     after_reference = max(f for stage, f, m in seen if stage == "sampling" and m == "reference")
     assert windows >= 3 and after_reference == pytest.approx(0.1 + 0.85 * 3 / (3 + 3 * windows))  # not 95 %
+
+
+def _monkey_turntable(count: int):
+    """The API module, the active scene (Cycles, 1 sample, 32²) and a turntable of ``count`` cameras around a monkey."""
+    ce = importlib.import_module("coupled_edit.api")
+    scene = bpy.context.scene
+    scene.render.engine = "CYCLES"
+    scene.cycles.samples, scene.cycles.use_denoising = 1, False
+    scene.render.resolution_x = scene.render.resolution_y = 32
+    bpy.ops.mesh.primitive_monkey_add()
+    return ce, scene, ce.build_turntable(bpy.context, [bpy.data.objects["Suzanne"]], count=count)
