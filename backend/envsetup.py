@@ -10,6 +10,7 @@ file records what was installed, so an add-on update re-syncs only when the requ
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -63,6 +64,12 @@ def torch_build(key: str, requirement: str = "torch>=2.4") -> TorchChoice:
     raise ValueError(f"unknown torch build {key!r}; choose one of cpu, default, {', '.join(t for t, *_ in CUDA_BUILDS)}")
 
 
+@functools.lru_cache(maxsize=1)
+def machine_gpu() -> tuple[float, str] | None:
+    """``nvidia_gpu()`` asked once per process (the preferences redraw often)."""
+    return nvidia_gpu()
+
+
 def nvidia_gpu(run=subprocess.run) -> tuple[float, str] | None:
     """(driver version, GPU name) from nvidia-smi, or None without an NVIDIA driver."""
     exe = shutil.which("nvidia-smi")
@@ -81,7 +88,7 @@ def detect_torch(system: str | None = None, gpu: tuple[float, str] | None | bool
     """The torch build for this machine (``gpu=True``: ask nvidia-smi), with the reason in its label."""
     system = system or platform.system()
     if gpu is True:
-        gpu = nvidia_gpu()
+        gpu = machine_gpu()
     if system == "Darwin":
         return torch_build("default")
     if gpu:
