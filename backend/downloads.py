@@ -107,7 +107,8 @@ class _hub_errors:
         if exc is None or not isinstance(exc, Exception):
             return False
         name, e = type(exc).__name__, self.e
-        if name == "GatedRepoError" or "401" in str(exc) or "403" in str(exc):
+        status = getattr(getattr(exc, "response", None), "status_code", None)  # not the text: it holds URLs with ports
+        if name == "GatedRepoError" or (status in (401, 403) and name != "RepositoryNotFoundError"):
             raise DownloadError(
                 f"{e.repo} is gated: accept its licence at https://huggingface.co/{e.repo} with your account, then give your "
                 "access token (Add-on Preferences > Hugging Face Token)"
