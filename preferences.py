@@ -144,7 +144,7 @@ def draw_models(box, context, keys: list[str] | None) -> None:
     local = {m.key: m.path for m in prefs.model_paths}
     groups = {"this task": keys} if keys is not None else TASK_MODELS
     task = stepwise.TASKS.get(context.scene.name)
-    if task is not None and type(task).__name__ == "ModelDownload":
+    if isinstance(task, model_ops.ModelDownload):
         box.progress(factor=task.fraction, type="BAR", text=task.message)
         box.operator("coupled_edit.cancel_task", icon="CANCEL")
     if keys is None:
@@ -201,12 +201,12 @@ def torch_choice(context):
     return envsetup.torch_build(prefs.torch_build, prefs.torch_requirement or "torch>=2.4")
 
 
-def hub_env(context, token: bool = True) -> dict[str, str]:
+def hub_env(context) -> dict[str, str]:
     """What a backend process needs to know about the hub: cache folder, offline, the token (only ever
     handed to a child process's environment)."""
     prefs = get(context)
     env = {"HF_HOME": bpy.path.abspath(prefs.model_cache)} if prefs.model_cache else {}
-    env |= {"HF_TOKEN": prefs.hf_token} if token and prefs.hf_token else {}
+    env |= {"HF_TOKEN": prefs.hf_token} if prefs.hf_token else {}
     return env | ({"HF_HUB_OFFLINE": "1"} if prefs.offline else {})
 
 

@@ -6,6 +6,7 @@ import importlib.util
 import bpy
 
 from .. import preferences
+from .server_ops import backend_process_env
 
 REQUIRED = ("torch", "diffusers", "transformers", "safetensors", "pydantic")
 
@@ -53,10 +54,9 @@ class COUPLED_EDIT_OT_check_backend(bpy.types.Operator):
         if not st["present"]:
             self.report({"WARNING"}, "Backend environment not set up: Edit > Preferences > Add-ons > Coupled Edit > Set Up Backend")
             return {"FINISHED"}
-        launcher = importlib.import_module(f"{__package__.rsplit('.', 1)[0]}.backend.server.launcher")
-        env = {**__import__("os").environ, **preferences.hub_env(context), "PYTHONPATH": str(launcher.PACKAGE_ROOT)}
+        env = backend_process_env(context)
         r = subprocess.run([str(envsetup.env_python(root)), "-m", "backend", "doctor"], capture_output=True, text=True, env=env,
-                           cwd=launcher.PACKAGE_ROOT, timeout=120)  # fmt: skip
+                           cwd=env["PYTHONPATH"], timeout=120)  # fmt: skip
         if r.returncode != 0:
             self.report({"ERROR"}, f"the backend environment does not start: {r.stderr.strip().splitlines()[-1:]}; Set Up Backend again")
             return {"FINISHED"}

@@ -11,7 +11,7 @@ import bpy
 
 from .. import preferences
 from . import stepwise
-from .server_ops import _backend
+from .server_ops import _backend, backend_process_env
 
 
 def download_python(context) -> str:
@@ -27,20 +27,22 @@ def download_python(context) -> str:
     raise ValueError("downloading needs the backend environment: Edit > Preferences > Add-ons > Coupled Edit > Set Up Backend")
 
 
+def hub_cli(context, action: str, *keys: str) -> subprocess.Popen:
+    """``python -m backend models ACTION KEYS`` in a child that may reach the hub (refused while Offline is on)."""
+    if preferences.get(context).offline:
+        raise ValueError("Offline is on (Add-on Preferences): switch it off to reach the model hub")
+    env = backend_process_env(context)
+    env.pop("HF_HUB_OFFLINE", None)  # the switch above decides, not an inherited variable
+    return subprocess.Popen([download_python(context), "-m", "backend", "models", action, *keys], cwd=env["PYTHONPATH"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
 class ModelDownload:
     """``python -m backend models download KEY`` in a child process; ``step()`` reads its JSON progress lines."""
 
     def __init__(self, context, key: str) -> None:
-        import os
-
-        if preferences.get(context).offline:
-            raise ValueError("Offline is on (Add-on Preferences): switch it off to download models")
-        launcher = _backend("server.launcher")
-        env = {**os.environ, **preferences.hub_env(context), "PYTHONPATH": str(launcher.PACKAGE_ROOT), "PYTHONUNBUFFERED": "1"}
-        env.pop("HF_HUB_OFFLINE", None)  # the switch above decides, not an inherited variable
         self.key, self.fraction, self.message, self.error = key, 0.0, f"{key}: asking the hub", None
-        self.proc = subprocess.Popen([download_python(context), "-m", "backend", "models", "download", key], cwd=launcher.PACKAGE_ROOT,
-                                     env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        self.proc = hub_cli(context, "download", key)
         self._lines: queue.Queue = queue.Queue()
         threading.Thread(target=lambda: [self._lines.put(ln) for ln in self.proc.stdout], daemon=True).start()
 
@@ -140,15 +142,7 @@ class SizeQuery:
     """``python -m backend models sizes`` in a child process (the hub's file lists); fills ``SIZES``."""
 
     def __init__(self, context) -> None:
-        import os
-
-        if preferences.get(context).offline:
-            raise ValueError("Offline is on (Add-on Preferences): switch it off to ask the hub for sizes")
-        launcher = _backend("server.launcher")
-        env = {**os.environ, **preferences.hub_env(context), "PYTHONPATH": str(launcher.PACKAGE_ROOT)}
-        env.pop("HF_HUB_OFFLINE", None)
-        self.proc = subprocess.Popen([download_python(context), "-m", "backend", "models", "sizes"], cwd=launcher.PACKAGE_ROOT, env=env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        self.proc = hub_cli(context, "sizes")
         self.fraction, self.message = 0.0, "asking the hub for model sizes"
 
     def step(self) -> bool:

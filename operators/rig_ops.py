@@ -145,13 +145,6 @@ class COUPLED_EDIT_OT_capture_before(stepwise.StepwiseOperator, bpy.types.Operat
         return {"FINISHED"}
 
 
-def redraw(context) -> None:
-    for window in context.window_manager.windows:
-        for area in window.screen.areas:
-            if area.type == "VIEW_3D":
-                area.tag_redraw()
-
-
 class COUPLED_EDIT_OT_build_turntable(bpy.types.Operator):
     bl_idname = "coupled_edit.build_turntable"
     bl_label = "Build Turntable"
@@ -212,7 +205,7 @@ class COUPLED_EDIT_OT_run(bpy.types.Operator):
             except Exception as e:  # noqa: BLE001 - tick() handles its own errors; this is the last guard
                 self.report({"ERROR"}, f"Coupled Edit: {type(e).__name__}: {e}")
                 return self._end(context, {"CANCELLED"})
-            redraw(context)
+            stepwise.redraw(context)
             if job.status.finished:
                 return self._end(context, self._report(context, job, job.status))
         return {"PASS_THROUGH"}
@@ -287,7 +280,7 @@ class COUPLED_EDIT_OT_apply_texture(stepwise.StepwiseOperator, bpy.types.Operato
         return (
             bool(context.scene.coupled_edit.last_job)
             and any(o.type == "MESH" for o in context.selected_objects)
-            and stepwise.StepwiseOperator.poll.__func__(cls, context)
+            and super().poll(context)
         )
 
     def start(self, context):

@@ -18,6 +18,15 @@ def _backend(name: str):
     return importlib.import_module(f"{__package__.rsplit('.', 1)[0]}.backend.{name}")
 
 
+def backend_process_env(context) -> dict[str, str]:
+    """The environment of a ``python -m backend ...`` child: this process's, the hub settings of the
+    preferences (the token only ever travels this way) and the add-on's folder on the import path."""
+    import os
+
+    launcher = _backend("server.launcher")
+    return {**os.environ, **preferences.hub_env(context), "PYTHONPATH": str(launcher.PACKAGE_ROOT), "PYTHONUNBUFFERED": "1"}
+
+
 def stop_local_server() -> int | None:
     proc = SERVER.pop("proc", None)
     if proc is None:
@@ -28,8 +37,9 @@ def stop_local_server() -> int | None:
 class ServerStart:
     """A local server starting, checked once per ``step()`` (Blender stays responsive meanwhile)."""
 
-    def __init__(self, prefs, timeout: float = 120.0) -> None:
+    def __init__(self, context, timeout: float = 120.0) -> None:
         launcher = _backend("server.launcher")
+        prefs = preferences.get(context)
         url = urlparse(prefs.server_url.strip())
         if url.hostname not in ("127.0.0.1", "localhost") or url.port is None:
             raise ValueError("Start Server runs a server on this computer: set Server to http://127.0.0.1:<port>")
@@ -39,9 +49,7 @@ class ServerStart:
         jobs.mkdir(parents=True, exist_ok=True)
         self.log = jobs / "server.log"
         python = bpy.path.abspath(prefs.server_python) if prefs.server_python else None
-        env = {"HF_HOME": bpy.path.abspath(prefs.model_cache)} if prefs.model_cache else {}
-        env |= {"HF_HUB_OFFLINE": "1"} if prefs.offline else {}
-        self.proc = launcher.start_local_server(python, url.port, jobs, prefs.server_token or None, self.log, env)
+        self.proc = launcher.start_local_server(python, url.port, jobs, prefs.server_token or None, self.log, preferences.hub_env(context))
         self.url, self.timeout, self.t0 = f"http://127.0.0.1:{url.port}", timeout, time.monotonic()
         self.health: dict | None = None
         self.fraction, self.message = 0.0, "starting the server"
@@ -95,7 +103,7 @@ class COUPLED_EDIT_OT_start_server(stepwise.StepwiseOperator, bpy.types.Operator
         return False
 
     def start(self, context):
-        return ServerStart(preferences.get(context))
+        return ServerStart(context)
 
     def finished(self, context, task):
         self.report({"INFO"}, f"server {task.health['version']} running at {task.url} (log: {task.log})")

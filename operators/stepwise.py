@@ -42,7 +42,6 @@ class StepwiseOperator:
     """Mix into a ``bpy.types.Operator``; define ``start(context) -> task`` and ``finished(context, task) -> set``."""
 
     _timer = None
-    busy_label = "working"
 
     @classmethod
     def poll(cls, context):
@@ -91,7 +90,7 @@ class StepwiseOperator:
             except Exception as e:  # noqa: BLE001 - the task has cleaned up; say what happened
                 self.report({"ERROR"}, f"Coupled Edit: {self.bl_label} failed: {e}")
                 return self._stop(context, {"CANCELLED"})
-            _redraw(context)
+            redraw(context)
             if not more:
                 return self._stop(context, self.finished(context, task))
         return {"PASS_THROUGH"}
@@ -101,7 +100,7 @@ class StepwiseOperator:
             context.window_manager.event_timer_remove(self._timer)
             self._timer = None
         TASKS.pop(context.scene.name, None)
-        _redraw(context)
+        redraw(context)
         return result
 
 
@@ -127,7 +126,8 @@ def cancel_all() -> None:
     TASKS.clear()
 
 
-def _redraw(context) -> None:
+def redraw(context) -> None:
+    """Progress shows in the 3D view's panel, the preferences and the status bar: repaint them."""
     wm = context.window_manager
     for window in wm.windows:
         for area in window.screen.areas:
