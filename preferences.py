@@ -239,11 +239,13 @@ def apply_environment(context) -> None:
     constants when it is already imported (it reads the variables only at import)."""
     import sys
 
+    from .backend.model_needs import is_offline
+
     prefs = get(context)
     if prefs.model_cache:
         os.environ["HF_HOME"] = bpy.path.abspath(prefs.model_cache)
     if prefs.offline:
-        if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("", "0", "false", "no"):
+        if not is_offline():
             _SET_BY_US.add("HF_HUB_OFFLINE")  # undone when the switch goes off; a variable set outside Blender stays
         os.environ["HF_HUB_OFFLINE"] = "1"
     elif "HF_HUB_OFFLINE" in _SET_BY_US:  # switched back on: only undo what this switch did
@@ -251,7 +253,7 @@ def apply_environment(context) -> None:
         _SET_BY_US.discard("HF_HUB_OFFLINE")
     constants = sys.modules.get("huggingface_hub.constants")
     if constants is not None:
-        constants.HF_HUB_OFFLINE = os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("", "0", "false", "no")
+        constants.HF_HUB_OFFLINE = is_offline()
         if prefs.model_cache and not os.environ.get("HF_HUB_CACHE"):
             constants.HF_HOME = os.environ["HF_HOME"]
             constants.HF_HUB_CACHE = os.path.join(os.environ["HF_HOME"], "hub")

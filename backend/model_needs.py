@@ -53,6 +53,7 @@ def job_model_keys(task: str, models: Mapping | None = None, edit: Mapping | Non
 
 
 def is_offline() -> bool:
+    """HF_HUB_OFFLINE is set to anything but an empty or false value (the one rule for backend and add-on)."""
     return os.environ.get("HF_HUB_OFFLINE", "0").strip().lower() not in ("", "0", "false", "no")
 
 

@@ -17,7 +17,7 @@ import bpy
 from ..backend.naming import view_stem
 from .cameras import camera_matrices
 from .paths import resolve_folder
-from .render import ViewRenderer
+from .render import ViewRenderer, is_collection_instance
 from .rigs import reference_index
 
 
@@ -84,10 +84,6 @@ def scene_objects(scene: bpy.types.Scene) -> list[bpy.types.Object]:
     """Objects that can appear in the object-index pass, in a stable order: geometry and collection
     instances (an instance moves as one object)."""
     return sorted((o for o in scene.objects if o.type in GEOMETRY or is_collection_instance(o)), key=lambda o: o.name)
-
-
-def is_collection_instance(o: bpy.types.Object) -> bool:
-    return o.type == "EMPTY" and o.instance_type == "COLLECTION" and o.instance_collection is not None
 
 
 def finish_job(folder: Path, scene, cameras, renderer: ViewRenderer, task: str, **sections) -> Path:

@@ -64,11 +64,9 @@ def check_before_rendering(scene, cameras, task: str, render: Sequence[bool], pa
         if need:
             problems.append(f"the {', '.join(need)} ControlNet needs geometry passes, which a photo rig has not: use canny or tile")
     if server is None:
+        needs = backend_module("model_needs")  # standard library only: fine in Blender's own Python
         try:
-            needs = backend_module("model_needs")
             missing = needs.missing_models(task, sections.get("models"), edit)
-        except ImportError:  # Blender's Python without huggingface_hub: the backend checks when it starts
-            missing = []
         except (KeyError, FileNotFoundError) as e:
             problems.append(str(e))
             missing = []

@@ -263,11 +263,13 @@ def pass_render_settings(scene: bpy.types.Scene, objects: Sequence[bpy.types.Obj
         scene.render.use_sequencer, scene.render.use_compositing = saved["post"]
 
 
+def is_collection_instance(o: bpy.types.Object) -> bool:
+    return o.type == "EMPTY" and o.instance_type == "COLLECTION" and o.instance_collection is not None
+
+
 def _instanced(o: bpy.types.Object) -> list[bpy.types.Object]:
     """The objects a collection instance shows (empty for any other object)."""
-    if o.type == "EMPTY" and o.instance_type == "COLLECTION" and o.instance_collection is not None:
-        return list(o.instance_collection.all_objects)
-    return []
+    return list(o.instance_collection.all_objects) if is_collection_instance(o) else []
 
 
 def _indexed(objects: Sequence[bpy.types.Object]) -> list[bpy.types.Object]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ..model_needs import cache_marker, in_cache  # noqa: F401 - re-exported: callers import them from here
+from ..model_needs import cache_marker, in_cache, is_offline  # noqa: F401 - cache_marker, in_cache re-exported
 from ..registry import MODELS, ModelEntry, entry
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ def friendly_hub_errors(repo: str, gated: bool = False, filename: str | None = N
     except Exception as e:  # noqa: BLE001 - classify below, re-raise the rest untouched
         name = type(e).__name__
         text = str(e)
-        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+        offline = is_offline()
         if name == "EntryNotFoundError" or (not offline and "404" in text and "Entry Not Found" in text):
             what = f"file {filename!r}" if filename else "a file it needs"
             raise ModelUnavailable(f"{what} is not in repo {repo} (404): the registry entry or your local path names the wrong file") from e

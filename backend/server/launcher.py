@@ -87,7 +87,7 @@ def ensure_managed_server(
         proc = _MANAGED.get("proc")
         if proc is not None and proc.poll() is None and _MANAGED["key"] == key:
             return _MANAGED["url"], _MANAGED["token"]
-        stop_managed_server(locked=True)
+        _stop_managed()
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
@@ -110,11 +110,13 @@ def managed_server() -> dict:
     return {"url": _MANAGED.get("url"), "log": _MANAGED.get("log"), "running": proc is not None and proc.poll() is None}
 
 
-def stop_managed_server(locked: bool = False) -> None:
-    if not locked:
-        with _MANAGED_LOCK:
-            stop_managed_server(locked=True)
-        return
+def stop_managed_server() -> None:
+    with _MANAGED_LOCK:
+        _stop_managed()
+
+
+def _stop_managed() -> None:
+    """Stop the managed server (the caller holds ``_MANAGED_LOCK``)."""
     proc = _MANAGED.pop("proc", None)
     _MANAGED.clear()
     if proc is not None:
