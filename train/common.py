@@ -1,0 +1,121 @@
+"""What the toy-model training scripts share: arguments, a time budget, loss logs, packing results."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def parser(doc: str) -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--out", default="outputs/toy_models", help="folder that receives <model>/ (and <model>.tar with --pack)")
+    ap.add_argument("--minutes", type=float, default=5.0, help="training time budget (wall clock, data included)")
+    ap.add_argument("--max-steps", type=int, default=10**9)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=4e-4)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--pack", default="", help="also write the model folder as a .tar into this folder")
+    ap.add_argument("--init", default="", help="start from this model folder (continue a previous run)")
+    return ap
+
+
+class Budget:
+    """Steps until the time budget or the step cap runs out; a cosine learning rate over the budget."""
+
+    def __init__(self, minutes: float, max_steps: int, lr: float, warmup: int = 200) -> None:
+        self.t0, self.seconds, self.max_steps, self.lr, self.warmup = time.perf_counter(), minutes * 60, max_steps, lr, warmup
+        self.step = 0
+
+    @property
+    def fraction(self) -> float:
+        return max((time.perf_counter() - self.t0) / self.seconds, self.step / self.max_steps)
+
+    def next(self) -> bool:
+        self.step += 1
+        return self.fraction < 1.0
+
+    def rate(self) -> float:
+        warm = min(1.0, self.step / self.warmup)
+        return self.lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(self.fraction, 1.0))))
+
+
+class LossLog:
+    """Running mean of each loss, printed and kept every ``every`` steps (the model card's curve)."""
+
+    def __init__(self, every: int = 100) -> None:
+        self.every, self.sums, self.count, self.history = every, {}, 0, []
+        self.t0 = time.perf_counter()
+
+    def add(self, step: int, **losses: float) -> None:
+        for k, v in losses.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v)
+        self.count += 1
+        if step % self.every == 0:
+            row = {"step": step, "s": round(time.perf_counter() - self.t0, 1), **{k: round(v / self.count, 5) for k, v in self.sums.items()}}
+            self.history.append(row)
+            print(json.dumps(row), flush=True)
+            self.sums, self.count = {}, 0
+
+
+def autocast(device: str):
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else torch.autocast("cpu", enabled=False)
+
+
+def save_card(folder: Path, title: str, body: dict, log: LossLog, budget: Budget, args) -> None:
+    """model_card.md (people) + training.json (numbers) beside the weights."""
+    info = {
+        "model": title,
+        "label": "TOY model trained by Coupled Edit on its procedural toy world; not a real model",
+        "steps": budget.step,
+        "minutes": round((time.perf_counter() - budget.t0) / 60, 2),
+        "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
+        "batch": args.batch,
+        "lr": args.lr,
+        "seed": args.seed,
+        **body,
+        "loss_history": log.history,
+    }
+    (folder / "training.json").write_text(json.dumps(info, indent=1))
+    last = log.history[-1] if log.history else {}
+    lines = [
+        f"# {title} (TOY)",
+        "",
+        "Trained by Coupled Edit on its procedural toy world (`backend/toyworld`): random spheres, boxes, cylinders",
+        "and tori, optionally on a ground disc, under a sun and an ambient term, rendered by the project's torch",
+        "ray caster at 128x128 and composited on grey 127. It knows nothing else: on real photographs its",
+        "output is meaningless. Made to give the pipeline real pictures and measurable quality without",
+        "downloadable weights.",
+        "",
+        f"- Architecture: {body.get('architecture', '')}",
+        f"- Data: {body.get('data', '')}",
+        f"- Training: {budget.step} steps, batch {args.batch}, AdamW lr {args.lr} (cosine), {info['minutes']} min on {info['device']},"
+        f" seed {args.seed}; script `train/{body.get('script', '')}`.",
+        f"- Final losses (mean of the last {log.every} steps): {json.dumps({k: v for k, v in last.items() if k != 'step'})}",
+        f"- Limits: {body.get('limits', '')}",
+        "",
+        "Loss history: `training.json`.",
+    ]
+    (folder / "model_card.md").write_text("\n".join(lines) + "\n")
+
+
+def pack(folder: Path, dest: str) -> None:
+    if dest:
+        Path(dest).mkdir(parents=True, exist_ok=True)
+        with tarfile.open(Path(dest) / f"{folder.name}.tar", "w") as tar:
+            tar.add(folder, arcname=folder.name)
+
+
+def half_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """fp16 copies for the repository (loaders cast to the run's dtype)."""
+    return {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in module.state_dict().items()}
