@@ -26,6 +26,7 @@ def parser(doc: str) -> argparse.ArgumentParser:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--pack", default="", help="also write the model folder as a .tar into this folder")
+    ap.add_argument("--reuse", type=int, default=1, help="optimizer steps per rendered batch (fresh noise each time)")
     ap.add_argument("--init", default="", help="start from this model folder (continue a previous run)")
     return ap
 
@@ -62,7 +63,11 @@ class LossLog:
             self.sums[k] = self.sums.get(k, 0.0) + float(v)
         self.count += 1
         if step % self.every == 0:
-            row = {"step": step, "s": round(time.perf_counter() - self.t0, 1), **{k: round(v / self.count, 5) for k, v in self.sums.items()}}
+            row = {
+                "step": step,
+                "s": round(time.perf_counter() - self.t0, 1),
+                **{k: round(v / self.count, 5) for k, v in self.sums.items()},
+            }
             self.history.append(row)
             print(json.dumps(row), flush=True)
             self.sums, self.count = {}, 0

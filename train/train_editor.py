@@ -48,7 +48,7 @@ TEXT_CONFIG = dict(
 
 
 def main() -> None:
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from backend.models import tiny
@@ -79,11 +79,12 @@ def main() -> None:
         return vae.encode(img * 255 / 127 - 1).latent_dist.mode() * sf
 
     while budget.next():
-        pairs = data.relight_pairs(args.batch, g, device=dev)
+        if (budget.step - 1) % args.reuse == 0:
+            pairs = data.relight_pairs(args.batch, g, device=dev)
+            with torch.no_grad():
+                cond, x0 = encode(pairs.source), encode(pairs.target)
         texts = [p if rng.random() > 0.1 else rng.choice(["", DEFAULT_NEGATIVE]) for p in pairs.prompts]
         ids = tok(texts, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids.to(dev)
-        with torch.no_grad():
-            cond, x0 = encode(pairs.source), encode(pairs.target)
         t = torch.randint(0, 1000, (args.batch,), device=dev)
         eps = torch.randn_like(x0)
         a = ab[t].view(-1, 1, 1, 1)

@@ -28,7 +28,9 @@ from backend.toyworld import data
 
 T = 8
 SEVA_CONFIG = dict(model_channels=32, num_frames=T, channel_mult=[1, 2, 2, 2], num_head_channels=32, context_dim=64)
-CLIP_CONFIG = dict(hidden_size=32, intermediate_size=64, num_attention_heads=4, num_hidden_layers=2, image_size=32, patch_size=8, projection_dim=64)
+CLIP_CONFIG = dict(
+    hidden_size=32, intermediate_size=64, num_attention_heads=4, num_hidden_layers=2, image_size=32, patch_size=8, projection_dim=64
+)
 
 
 def toy_clip(seed: int = 5):
@@ -77,16 +79,16 @@ def main() -> None:
     budget, log = Budget(args.minutes, args.max_steps, args.lr), LossLog(every=100 if dev != "cpu" else 5)
     b = args.batch
     while budget.next():
-        w = data.windows(b, T, g, device=dev)
+        if (budget.step - 1) % args.reuse == 0:
+            w = data.windows(b, T, g, device=dev)
+            x = w.images.flatten(0, 1) * 2 - 1
+            with torch.no_grad():
+                z = vae.encode(x).latent_dist.mean * sf
+                emb = conditioner(x).view(b, T, -1)  # CLIP embedding of every view
         n_cond = torch.randint(1, 4, (b,), generator=g)
         mask, plucker = window_inputs(w, n_cond, g)
         mask, plucker = mask.to(dev), plucker.to(dev)
         uncond = (torch.rand(b, generator=g) < 0.1).to(dev)
-        x = w.images.flatten(0, 1) * 2 - 1
-        with torch.no_grad():
-            z = vae.encode(x).latent_dist.mean * sf
-            emb = conditioner(x)  # (b*T, 64)
-        emb = emb.view(b, T, -1)
         ctx = (emb * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
         ctx = torch.where(uncond[:, None], torch.zeros_like(ctx), ctx)
         idx = torch.randint(0, 1000, (b,), device=dev)

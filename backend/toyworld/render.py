@@ -112,48 +112,52 @@ def _primitive(kind: int, o_l: Tensor, d_l: Tensor, size: Tensor) -> tuple[Tenso
     return _torus(o_l, d_l, size[..., 0], size[..., 1])
 
 
-def intersect(scenes: Scenes, o: Tensor, d: Tensor, any_hit: bool = False) -> tuple[Tensor, Tensor, Tensor]:
-    """Nearest primitive hit per ray. o, d: (N, S, 3) with scene n for row n.
+def intersect(scenes: Scenes, sid: Tensor, o: Tensor, d: Tensor, any_hit: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+    """Nearest hit per ray. o, d: (R, 3) world rays; ``sid`` (R,) the scene of each ray.
 
-    Returns (t (N, S), world normal (N, S, 3), albedo (N, S, 3)); t = inf where nothing is hit.
-    Slots of one kind are cast together, so the torus march runs once per slot that holds a torus.
+    Returns (t (R,), world normal (R, 3), albedo (R, 3)); t = inf where nothing is hit. Per slot,
+    only rays that enter the primitive's bounding sphere before the nearest hit so far are cast
+    (most pixels see no object, and the torus march is the costly part). ``any_hit``: primitives
+    only, for shadow rays (the ground is below everything and never occludes).
     """
-    N, S, _ = o.shape
-    best = torch.full((N, S), INF, device=o.device)
-    normal = torch.zeros(N, S, 3, device=o.device)
-    albedo = torch.zeros(N, S, 3, device=o.device)
+    R = o.shape[0]
+    best = torch.full((R,), INF, device=o.device)
+    normal = torch.zeros(R, 3, device=o.device)
+    albedo = torch.zeros(R, 3, device=o.device)
     radius = bounding_radius(scenes.kind, scenes.size)
     for p in range(scenes.kind.shape[1]):
-        kinds = scenes.kind[:, p]
-        c, R = scenes.centre[:, p][:, None], scenes.rot[:, p]  # (N, 1, 3), (N, 3, 3)
-        o_w = o - c
-        # rays that miss the bounding sphere are skipped by kind-wise casting below
+        kind_p = scenes.kind[sid, p]
+        o_w = o - scenes.centre[sid, p]
         b = (o_w * d).sum(-1)
-        near = (b * b - ((o_w * o_w).sum(-1) - radius[:, p][:, None] ** 2)) >= 0
-        o_l, d_l = o_w @ R, d @ R
+        disc = b * b - ((o_w * o_w).sum(-1) - radius[sid, p] ** 2)
+        sq = torch.sqrt(disc.clamp(min=0))
+        cand = (kind_p != NONE) & (disc >= 0) & (-b + sq > EPS) & (-b - sq < best)
         for kind in (SPHERE, BOX, CYLINDER, TORUS):
-            rows = (kinds == kind).nonzero().flatten()
-            if len(rows) == 0:
+            idx = (cand & (kind_p == kind)).nonzero().squeeze(1)
+            if idx.numel() == 0:
                 continue
-            t, n_l = _primitive(kind, o_l[rows], d_l[rows], scenes.size[rows, p][:, None])
-            t = torch.where(near[rows], t, INF)
-            n_w = n_l @ R[rows].transpose(-1, -2)
-            closer = t < best[rows]
-            best[rows] = torch.where(closer, t, best[rows])
-            normal[rows] = torch.where(closer[..., None], n_w, normal[rows])
-            albedo[rows] = torch.where(closer[..., None], scenes.albedo[rows, p][:, None].expand_as(n_w), albedo[rows])
-        del kinds
+            s_i = sid[idx]
+            rot = scenes.rot[s_i, p]  # (M, 3, 3) local -> world
+            o_l = (o_w[idx, None] @ rot)[:, 0]
+            d_l = (d[idx, None] @ rot)[:, 0]
+            t, n_l = _primitive(kind, o_l, d_l, scenes.size[s_i, p])
+            n_w = (n_l[:, None] @ rot.transpose(-1, -2))[:, 0]
+            closer = t < best[idx]
+            best[idx] = torch.where(closer, t, best[idx])
+            normal[idx] = torch.where(closer[:, None], n_w, normal[idx])
+            albedo[idx] = torch.where(closer[:, None], scenes.albedo[s_i, p], albedo[idx])
     if any_hit:
         return best, normal, albedo
     # the ground disc at z = 0 (hit from above only)
-    dz = d[..., 2]
-    tg = torch.where(dz < -1e-9, -o[..., 2] / torch.where(dz < -1e-9, dz, -torch.ones_like(dz)), torch.full_like(dz, INF))
-    pg = o + tg.clamp(max=1e6)[..., None] * d
-    on = scenes.ground[:, None] & (o[..., 2] > 0) & (pg[..., 0] ** 2 + pg[..., 1] ** 2 <= GROUND_RADIUS**2) & (tg > EPS)
+    dz = d[:, 2]
+    down = dz < -1e-9
+    tg = torch.where(down, -o[:, 2] / torch.where(down, dz, -torch.ones_like(dz)), torch.full_like(dz, INF))
+    pg = o + tg.clamp(max=1e6)[:, None] * d
+    on = scenes.ground[sid] & (o[:, 2] > 0) & (pg[:, 0] ** 2 + pg[:, 1] ** 2 <= GROUND_RADIUS**2) & (tg > EPS)
     closer = on & (tg < best)
     best = torch.where(closer, tg, best)
-    normal = torch.where(closer[..., None], torch.tensor([0.0, 0.0, 1.0], device=o.device).expand_as(normal), normal)
-    albedo = torch.where(closer[..., None], scenes.ground_albedo[:, None].expand_as(albedo), albedo)
+    normal = torch.where(closer[:, None], torch.tensor([0.0, 0.0, 1.0], device=o.device).expand_as(normal), normal)
+    albedo = torch.where(closer[:, None], scenes.ground_albedo[sid], albedo)
     return best, normal, albedo
 
 
@@ -188,24 +192,30 @@ def render(scenes: Scenes, lights: Lights, K: Tensor, c2w: Tensor, H: int, W: in
 def _render_chunk(scenes: Scenes, lights: Lights, K: Tensor, c2w: Tensor, H: int, W: int, ss: int) -> Render:
     N = len(K)
     o, d, zcam = camera_rays(K.float(), c2w.float(), H, W, ss)
-    t, n, albedo = intersect(scenes, o, d)
+    S = o.shape[1]
+    sid = torch.arange(N, device=o.device).repeat_interleave(S)
+    o, d = o.reshape(-1, 3), d.reshape(-1, 3)
+    t, n, albedo = intersect(scenes, sid, o, d)
     hit = torch.isfinite(t)
-    n = torch.where(((n * d).sum(-1) > 0)[..., None], -n, n)  # face the viewer
-    p = o + torch.where(hit, t, 0.0)[..., None] * d
-    L = lights.direction[:, None].expand_as(d)
-    cos = (n * L).sum(-1).clamp(min=0)
-    t_shadow, _, _ = intersect(scenes, p + n * 2e-3, L.contiguous(), any_hit=True)
-    lit = (~torch.isfinite(t_shadow)).float() * (cos > 0)
-    rad = albedo * (lights.ambient[:, None] + lights.colour[:, None] * (cos * lit)[..., None])
-    rad = torch.where(hit[..., None], rad, 0.0)
-    depth = torch.where(hit, t * zcam, 0.0)
+    rad = torch.zeros_like(o)
+    h = hit.nonzero().squeeze(1)  # shade (and cast shadow rays for) the rays that hit something
+    if h.numel():
+        n_h, d_h, s_h = n[h], d[h], sid[h]
+        n_h = torch.where(((n_h * d_h).sum(-1) > 0)[:, None], -n_h, n_h)  # face the viewer
+        p = o[h] + t[h, None] * d_h
+        L = lights.direction[s_h]
+        cos = (n_h * L).sum(-1).clamp(min=0)
+        t_shadow, _, _ = intersect(scenes, s_h, p + n_h * 2e-3, L.contiguous(), any_hit=True)
+        lit = (~torch.isfinite(t_shadow)).float() * (cos > 0)
+        rad[h] = albedo[h] * (lights.ambient[s_h] + lights.colour[s_h] * (cos * lit)[:, None])
+    depth = torch.where(hit, t, 0.0).view(N, S) * zcam
 
-    def pool(x: Tensor) -> Tensor:  # (N, S, C) -> (N, C, H, W), mean over ss x ss samples
+    def pool(x: Tensor) -> Tensor:  # (N*S, C) -> (N, C, H, W), mean over ss x ss samples
         C = x.shape[-1]
         x = x.reshape(N, H, ss, W, ss, C).mean(dim=(2, 4))
         return x.permute(0, 3, 1, 2)
 
-    alpha = pool(hit.float()[..., None])
+    alpha = pool(hit.float()[:, None])
     rgb = pool(rad)
     # depth: nearest sample's depth per pixel (no averaging across an edge)
     dep = depth.reshape(N, H, ss, W, ss).permute(0, 1, 3, 2, 4).reshape(N, H, W, ss * ss)

@@ -133,6 +133,6 @@ def clip_preprocess(image: Tensor, size: int = CLIP_SIZE) -> Tensor:
         x = _blur_axis(x, _gaussian_kernel(max((fw - 1) / 2, 0.001)), -1)
     x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=True)
     x = (x + 1.0) / 2.0
-    mean = torch.tensor(CLIP_MEAN, dtype=x.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD, dtype=x.dtype).view(1, 3, 1, 1)
+    mean = torch.tensor(CLIP_MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     return (x - mean) / std
