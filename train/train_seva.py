@@ -62,6 +62,7 @@ def main() -> None:
     ap.add_argument("--vae", default="outputs/toy_models/vae-toy")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
+    torch.backends.cudnn.benchmark = True  # fixed shapes every step
     g = torch.Generator().manual_seed(args.seed + 3)
     dev = args.device
     vae = AutoencoderKL.from_pretrained(args.vae, torch_dtype=torch.float32).to(dev).eval().requires_grad_(False)

@@ -44,9 +44,19 @@ def weights_location(key: str, paths: Mapping[str, str] | None = None) -> str:
         if not p.exists():
             raise ModelUnavailable(f"models.paths[{key!r}]: {p} does not exist; point it at your copy of {e.repo}")
         return str(p)
+    if e.bundled:
+        return str(bundled_folder(e))
     if e.repo is None:
         raise ModelUnavailable(f"{key!r} is a tiny random model; it has no weights to load")
     return e.repo
+
+
+def bundled_folder(e: ModelEntry) -> Path:
+    """The folder of a toy model shipped in ``backend/toy_models`` (an error says if it is missing)."""
+    p = e.bundled_path
+    if not p.is_dir():
+        raise ModelUnavailable(f"{e.key}: its weights should ship with the code at {p}; reinstall Coupled Edit (or restore the folder)")
+    return p
 
 
 def weights_file(key: str, paths: Mapping[str, str] | None = None, filename: str | None = None) -> Path:
@@ -65,6 +75,8 @@ def weights_file(key: str, paths: Mapping[str, str] | None = None, filename: str
         if p.is_dir() and (p / name).is_file():
             return p / name
         raise ModelUnavailable(f"models.paths[{key!r}]: {p} is neither the weights file nor a folder holding {name}")
+    if e.bundled:
+        return bundled_folder(e) / name
     from huggingface_hub import hf_hub_download
 
     with friendly_hub_errors(e.repo, gated=e.gated, filename=name):
@@ -81,8 +93,10 @@ def resolve_source(model: str, source: str | None = None) -> tuple[str, ModelEnt
         announce_licence(e)
         if source:
             if e.repo is None:
-                raise ModelUnavailable(f"{model!r} is a tiny random model; it takes no weights source")
+                raise ModelUnavailable(f"{model!r} is a {'toy' if e.toy else 'tiny random'} model; it takes no weights source")
             return str(Path(source).expanduser()) if Path(source).expanduser().exists() else source, e
+        if e.bundled:
+            return str(bundled_folder(e)), e
         return (e.repo or "tiny"), e
     if Path(model).expanduser().exists():
         return str(Path(model).expanduser()), None

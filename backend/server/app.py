@@ -292,8 +292,10 @@ def create_app(jobs_dir: str | Path, token: str | None = None, limits: Limits | 
         tags=["jobs"],
         dependencies=[Depends(auth)],
         response_class=StreamingResponse,
-        responses={200: {"content": {"text/event-stream": {}}, "description": "server-sent events: one ProgressEvent per 'data:'"},
-                   **errors(404)},
+        responses={
+            200: {"content": {"text/event-stream": {}}, "description": "server-sent events: one ProgressEvent per 'data:'"},
+            **errors(404),
+        },
     )
     async def events(job_id: str, since: Annotated[int, Query(ge=0, description="skip the first N events (resume)")] = 0):
         record_or_404(job_id)

@@ -26,7 +26,8 @@ def relight_text(spec: JobSpec, job: JobFolder, rep: Reporter, should_cancel, ca
     m = spec.models
     ed = MODELS[m.editor or "ic-light-fc"]
     ed_key = ed.key
-    base = "tiny" if ed.tiny else m.local("ic-light-base", m.source)
+    # the toy editor is a whole pipeline of its own (merged UNet, text encoder, vae-toy)
+    base = "tiny" if ed.tiny else ed_key if ed.toy else m.local("ic-light-base", m.source)
     rep.emit("loading", message=f"loading {ed_key}")
     editor = cache.get(
         ("editor", ed_key, base, m.paths.get(ed_key), m.dtype, m.device),
@@ -172,9 +173,7 @@ def spatial_edit(spec: JobSpec, job: JobFolder, rep: Reporter, should_cancel, ca
     return outputs + extra_outputs, meta
 
 
-def edit_views_job(
-    spec, job, rep, should_cancel, cache, editor, ed_key: str, make_view, caption: str, finish=None, depths=None, size=None
-):
+def edit_views_job(spec, job, rep, should_cancel, cache, editor, ed_key: str, make_view, caption: str, finish=None, depths=None, size=None):
     """A multi-view edit job: views in, SEVA x editor, per-view PNGs, contact sheet, consistency report.
 
     ``make_view(view, rgba) -> EditView`` prepares a view for the editor; ``finish(view, image)`` turns

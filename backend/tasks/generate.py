@@ -12,8 +12,6 @@ if TYPE_CHECKING:
     from ..model_cache import ModelCache
 
 
-
-
 def load_key(spec: JobSpec) -> tuple:
     m = spec.models
     return (spec.task, m.generator, m.paths.get(m.generator) or m.source, m.dtype, m.device, m.offload, m.vae_tiling)

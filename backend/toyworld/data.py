@@ -21,9 +21,14 @@ SIZE = 128
 FOV = 40.0
 
 
+def straight(rgb: Tensor, alpha: Tensor) -> Tensor:
+    """Display colour of the covered part of each pixel (un-premultiplied, as Blender writes RGBA)."""
+    return srgb(rgb / alpha.clamp(min=1e-6))
+
+
 def composite(rgb: Tensor, alpha: Tensor) -> Tensor:
-    """Linear radiance and coverage -> display image on grey, (N, 3, H, W) in [0, 1]."""
-    return srgb(rgb) * alpha + GREY * (1 - alpha)
+    """Linear radiance (premultiplied by coverage) -> display image on grey, (N, 3, H, W) in [0, 1]."""
+    return straight(rgb, alpha) * alpha + GREY * (1 - alpha)
 
 
 def draw_scenes(n: int, g: torch.Generator) -> Scenes:
@@ -61,11 +66,8 @@ def vocabulary_lights(c2w: Tensor, g: torch.Generator, jitter: bool = True) -> t
     """A random vocabulary prompt per camera and the (jittered) world light it means there."""
     rng = random.Random(int(torch.randint(2**31 - 1, (1,), generator=g)))
     texts = [rng.choice(prompts.all_prompts()) for _ in range(len(c2w))]
-    parts = []
-    for i, text in enumerate(texts):
-        jit = torch.stack([torch.randn(1, generator=g) * 12, torch.randn(1, generator=g) * 6], -1) if jitter else None
-        parts.append(prompts.light_for(text, c2w[i : i + 1], jit))
-    return Lights(*(torch.cat(x) for x in zip(*(_fields(p) for p in parts), strict=True))), texts
+    jit = torch.randn(len(c2w), 2, generator=g) * torch.tensor([12.0, 6.0]) if jitter else None
+    return prompts.light_for(texts, c2w, jit), texts
 
 
 @dataclass

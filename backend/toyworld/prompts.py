@@ -66,25 +66,28 @@ def camera_frame(c2w: Tensor) -> tuple[Tensor, Tensor]:
     return fwd, right
 
 
-def light_for(text: str, c2w: Tensor, jitter: Tensor | None = None) -> Lights:
-    """World lights (one per camera in ``c2w`` (..., 4, 4)) that the prompt means for each camera.
+def light_for(text: str | list[str], c2w: Tensor, jitter: Tensor | None = None) -> Lights:
+    """World lights (one per camera in ``c2w`` (N, 4, 4)) that the prompt means for each camera.
 
-    ``jitter`` (..., 2) adds (azimuth, elevation) degrees, used for training variety.
+    ``text``: one prompt for every camera, or one per camera. ``jitter`` (N, 2) adds (azimuth,
+    elevation) degrees, used for training variety.
     """
-    colour, direction = parse(text)
-    az, el = DIRECTIONS[direction]
-    shape = c2w.shape[:-2]
-    az = torch.full(shape, az)
-    el = torch.full(shape, el)
+    n = c2w.shape[0]
+    texts = [text] * n if isinstance(text, str) else list(text)
+    if len(texts) != n:
+        raise ValueError(f"{len(texts)} prompts for {n} cameras")
+    parsed = [parse(t) for t in texts]
+    az = torch.tensor([DIRECTIONS[d][0] for _, d in parsed])
+    el = torch.tensor([DIRECTIONS[d][1] for _, d in parsed])
     if jitter is not None:
-        az, el = az + jitter[..., 0], (el + jitter[..., 1]).clamp(12.0, 85.0)
+        az, el = az + jitter[:, 0], (el + jitter[:, 1]).clamp(12.0, 85.0)
     fwd, right = camera_frame(c2w.float())
-    a, e = torch.deg2rad(az)[..., None], torch.deg2rad(el)[..., None]
+    a, e = torch.deg2rad(az)[:, None], torch.deg2rad(el)[:, None]
     horiz = torch.cos(a) * fwd + torch.sin(a) * right
     # "back" = the light stands behind the objects, shining towards the camera: direction to the light = forward
     d = torch.cos(e) * horiz + torch.sin(e) * torch.tensor([0.0, 0.0, 1.0])
-    col = torch.tensor(COLOURS[colour]).expand(*shape, 3) * INTENSITY
-    return Lights(d, col.clone(), torch.full((*shape, 3), AMBIENT))
+    col = torch.tensor([COLOURS[c] for c, _ in parsed]) * INTENSITY
+    return Lights(d, col, torch.full((n, 3), AMBIENT))
 
 
 def random_lights(n: int, g: torch.Generator) -> Lights:

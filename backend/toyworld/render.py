@@ -41,7 +41,7 @@ def _sphere(o: Tensor, d: Tensor, r: Tensor) -> tuple[Tensor, Tensor]:
     sq = torch.sqrt(disc.clamp(min=0))
     t = torch.where(-b - sq > EPS, -b - sq, -b + sq)
     t = torch.where((disc >= 0) & (t > EPS), t, INF)
-    return t, o + t.clamp(max=1e6)[..., None] * d
+    return t, (o + t.clamp(max=1e6)[..., None] * d) / r[..., None]
 
 
 def _box(o: Tensor, d: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:

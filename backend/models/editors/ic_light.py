@@ -16,8 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ...registry import TOY_LABEL
 from ...sampling import DiscreteDenoiser, Participant
-from ..weights import ModelUnavailable, build_pipeline, pick_device, resolve_source, torch_dtype, weights_file
+from ..weights import ModelUnavailable, build_pipeline, pick_device, resolve_source, torch_dtype, weights_file, weights_location
 from . import guide, guided
 from .sd_base import SDEditor, keep_16bit_vae_safe
 
@@ -146,14 +147,25 @@ def load_ic_light(
         off = tiny.offsets_like(pipe.unet.state_dict(), seed=7)
     else:
         source, e = resolve_source(base)
-        pipe, labels = build_pipeline(
-            StableDiffusionPipeline, source, e, dt, tiny.sd_components, safety_checker=None, requires_safety_checker=False
-        )
-        widen_conv_in(pipe.unet, CHANNELS[variant])
-        from safetensors.torch import load_file
+        companions = {}
+        if e is not None and e.defaults.get("vae"):  # the toy editor shares vae-toy with the toy SEVA
+            from diffusers import AutoencoderKL
 
-        off = load_file(str(weights_file(offsets or f"ic-light-{variant}", paths)))  # paths[key]: a local offsets file
-    merge_offsets(pipe.unet, off)
+            companions["vae"] = AutoencoderKL.from_pretrained(weights_location(e.defaults["vae"], paths), torch_dtype=torch.float32)
+        pipe, labels = build_pipeline(
+            StableDiffusionPipeline, source, e, dt, tiny.sd_components, safety_checker=None, requires_safety_checker=False, **companions
+        )
+        if e is not None and e.toy:
+            labels = [*labels, TOY_LABEL]
+        if pipe.unet.config.in_channels == CHANNELS[variant]:
+            off = None  # a merged IC-Light UNet (the toy editor, or a converted diffusers copy)
+        else:
+            widen_conv_in(pipe.unet, CHANNELS[variant])
+            from safetensors.torch import load_file
+
+            off = load_file(str(weights_file(offsets or f"ic-light-{variant}", paths)))  # paths[key]: a local offsets file
+    if off is not None:
+        merge_offsets(pipe.unet, off)
     keep_16bit_vae_safe(pipe, dev)
     pipe.to(dev)
     return ICLight(pipe, dev, dt, labels, variant)

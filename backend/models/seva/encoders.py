@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ...registry import MODELS
+from ...registry import MODELS, TOY_LABEL
 from ..weights import ModelUnavailable, friendly_hub_errors, weights_location
 from .network import SevaConfig, SevaNet
 from .preprocess import clip_preprocess
@@ -17,10 +17,14 @@ VAE_SCALE = 0.18215
 
 
 class SevaVAE:
-    """Encode = posterior mean x 0.18215, decode = decode(z / 0.18215); ``chunk`` frames at a time."""
+    """Encode = posterior mean x scale, decode = decode(z / scale); ``chunk`` frames at a time.
+
+    The scale is the VAE config's ``scaling_factor``: 0.18215 for SD 2.1's VAE (what SEVA uses), the
+    measured one for the toy VAE."""
 
     def __init__(self, vae, chunk: int = 1) -> None:
         self.vae, self.chunk = vae, chunk
+        self.scale = float(getattr(vae.config, "scaling_factor", VAE_SCALE) or VAE_SCALE)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -31,7 +35,7 @@ class SevaVAE:
         """(N, 3, H, W) in [-1, 1] -> (N, 4, H/8, W/8) float32."""
         dev = next(self.vae.parameters()).device
         out = [
-            self.vae.encode(images[i : i + self.chunk].to(dev, self.dtype)).latent_dist.mean.float() * VAE_SCALE
+            self.vae.encode(images[i : i + self.chunk].to(dev, self.dtype)).latent_dist.mean.float() * self.scale
             for i in range(0, len(images), self.chunk)
         ]
         return torch.cat(out)
@@ -41,7 +45,7 @@ class SevaVAE:
         """(N, 4, h, w) -> (N, 3, 8h, 8w) float32, roughly in [-1, 1]."""
         dev = next(self.vae.parameters()).device
         out = [
-            self.vae.decode((latents[i : i + self.chunk] / VAE_SCALE).to(dev, self.dtype)).sample.float()
+            self.vae.decode((latents[i : i + self.chunk] / self.scale).to(dev, self.dtype)).sample.float()
             for i in range(0, len(latents), self.chunk)
         ]
         return torch.cat(out)
@@ -103,17 +107,20 @@ def load_seva_model(
     *,
     dtype: torch.dtype | None = None,
     device: str | torch.device = "cpu",
-    vae: str = "seva-vae",
-    clip: str = "seva-clip",
+    vae: str | None = None,
+    clip: str | None = None,
     vae_chunk: int = 1,
     paths: Mapping[str, str] | None = None,
 ) -> SevaModel:
     """SEVA network + SD 2.1 VAE + CLIP ViT-H/14; ``model="tiny"`` builds random tiny ones offline.
 
     ``vae``/``clip`` are registry keys (``paths`` may map them to local copies: the VAE folder itself,
-    the CLIP folder) or hub ids / local folders."""
+    the CLIP folder) or hub ids / local folders; by default the model's registry entry names them
+    (the toy SEVA comes with its own), else SD 2.1's VAE and CLIP ViT-H."""
     if model == "tiny":
         return tiny_seva(device=device)
+    own = MODELS[model].defaults if model in MODELS else {}
+    vae, clip = vae or own.get("vae", "seva-vae"), clip or own.get("clip", "seva-clip")
     from diffusers import AutoencoderKL
     from transformers import CLIPVisionModelWithProjection
 
@@ -136,4 +143,5 @@ def load_seva_model(
         )
     for m in (ae, enc):
         m.to(device).eval().requires_grad_(False)
-    return SevaModel(net, SevaVAE(ae, vae_chunk), ClipConditioner(enc), [], {"seva": model, "vae": vae_src, "clip": clip_src})
+    labels = [TOY_LABEL] if model in MODELS and MODELS[model].toy else []
+    return SevaModel(net, SevaVAE(ae, vae_chunk), ClipConditioner(enc), labels, {"seva": model, "vae": vae_src, "clip": clip_src})
