@@ -27,6 +27,8 @@ TASKS = [
 ]
 EDITORS = [
     ("ic-light-fc", "IC-Light fc", "IC-Light foreground-conditioned (lllyasviel/ic-light on Realistic Vision 5.1)"),
+    ("ic-light-toy", "Toy (trained here)", "TOY editor trained by Coupled Edit on its procedural world: prompts '<colour> light from the "
+     "<direction>' only, 128 px; real pictures of toy scenes without any download"),
     ("ic-light-tiny", "Tiny (test)", "Tiny random IC-Light: checks the whole chain in seconds, output is noise"),
 ]
 STYLE_BASES = [
@@ -51,6 +53,7 @@ FIXUPS = [
 MODELS = [
     ("seva-1.1", "SEVA 1.1", "stabilityai/stable-virtual-camera v1.1 (gated; non-commercial licence)"),
     ("seva-1.0", "SEVA 1.0", "stabilityai/stable-virtual-camera v1.0"),
+    ("seva-toy", "Toy (trained here)", "TOY SEVA trained by Coupled Edit on its procedural world: windows of 8 views at 128 px"),
     ("seva-tiny", "Tiny (test)", "Tiny random model: checks the whole chain in seconds, output is noise"),
 ]
 

@@ -266,6 +266,11 @@ def _models_list(task: str | None) -> int:
             missing |= set() if here else {key}
             extra = f"  [{e.licence}{', gated' if e.gated else ''}]" if e.licence else ""
             print(f"  {'present' if here else 'missing':8s} {key:14s} {e.repo}{'/' + e.filename if e.filename else ''}{extra}")
+    if not task or task == "relight_text":
+        print("toy models (shipped with the code, trained on the project's toy world; relight_text with multiview seva-toy,")
+        print("editor ic-light-toy; docs/evidence.md):")
+        for key in sorted(k for k, e in MODELS.items() if e.toy):
+            print(f"  {'present' if in_cache(MODELS[key]) else 'missing':8s} {key:14s} {MODELS[key].notes}")
     if missing:
         print("\nmissing models download once where the hub is reachable: `hf download <repo>` (gated ones: accept the licence")
         print("on the model page and log in first); the cache is HF_HOME. `--model tiny` runs without any weights.")

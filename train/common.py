@@ -27,8 +27,23 @@ def parser(doc: str) -> argparse.ArgumentParser:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--pack", default="", help="also write the model folder as a .tar into this folder")
     ap.add_argument("--reuse", type=int, default=1, help="optimizer steps per rendered batch (fresh noise each time)")
+    ap.add_argument("--cache", type=int, default=0, help="render this many samples once and train from them (CPU: rendering dominates)")
     ap.add_argument("--init", default="", help="start from this model folder (continue a previous run)")
     return ap
+
+
+def start(args, stream: int) -> torch.Generator:
+    """Seed everything, let cuDNN pick kernels (shapes never change), and give this script's data generator."""
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.benchmark = True
+    return torch.Generator().manual_seed(args.seed + stream)
+
+
+def frozen_vae(path: str, device: str):
+    """The trained toy VAE, fp32, no gradients (the editor and SEVA train in its latent space)."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL.from_pretrained(path, torch_dtype=torch.float32).to(device).eval().requires_grad_(False)
 
 
 class Budget:

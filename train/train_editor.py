@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from common import Budget, LossLog, autocast, pack, parser, save_card
+from common import Budget, LossLog, autocast, frozen_vae, pack, parser, save_card, start
 
 from backend.models.editors.ic_light import DEFAULT_NEGATIVE
 from backend.toyworld import data
@@ -48,7 +48,7 @@ TEXT_CONFIG = dict(
 
 
 def main() -> None:
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers import UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from backend.models import tiny
@@ -56,12 +56,10 @@ def main() -> None:
     ap = parser(__doc__)
     ap.add_argument("--vae", default="outputs/toy_models/vae-toy")
     args = ap.parse_args()
-    torch.manual_seed(args.seed)
-    torch.backends.cudnn.benchmark = True  # fixed shapes every step
-    g = torch.Generator().manual_seed(args.seed + 2)
+    g = start(args, 2)
     rng = random.Random(args.seed)
     dev = args.device
-    vae = AutoencoderKL.from_pretrained(args.vae, torch_dtype=torch.float32).to(dev).eval().requires_grad_(False)
+    vae = frozen_vae(args.vae, dev)
     sf = vae.config.scaling_factor
     if args.init:
         unet = UNet2DConditionModel.from_pretrained(args.init, subfolder="unet", torch_dtype=torch.float32).to(dev).train()
@@ -79,12 +77,23 @@ def main() -> None:
     def encode(img: torch.Tensor) -> torch.Tensor:
         return vae.encode(img * 255 / 127 - 1).latent_dist.mode() * sf
 
+    def fresh(n: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+        pairs = data.relight_pairs(n, g, device=dev)
+        with torch.no_grad():
+            return encode(pairs.source), encode(pairs.target), pairs.prompts
+
+    cache = None
+    if args.cache:  # latents of a fixed set of pairs, drawn from at random (no rendering in the loop)
+        parts = [fresh(min(64, args.cache - i)) for i in range(0, args.cache, 64)]
+        cache = (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), [t for p in parts for t in p[2]])
+        print(f"cached {len(cache[2])} pairs", flush=True)
     while budget.next():
-        if (budget.step - 1) % args.reuse == 0:
-            pairs = data.relight_pairs(args.batch, g, device=dev)
-            with torch.no_grad():
-                cond, x0 = encode(pairs.source), encode(pairs.target)
-        texts = [p if rng.random() > 0.1 else rng.choice(["", DEFAULT_NEGATIVE]) for p in pairs.prompts]
+        if cache is not None:
+            pick = torch.randint(0, len(cache[2]), (args.batch,), generator=g)
+            cond, x0, texts0 = cache[0][pick], cache[1][pick], [cache[2][int(i)] for i in pick]
+        elif (budget.step - 1) % args.reuse == 0:
+            cond, x0, texts0 = fresh(args.batch)
+        texts = [p if rng.random() > 0.1 else rng.choice(["", DEFAULT_NEGATIVE]) for p in texts0]
         ids = tok(texts, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids.to(dev)
         t = torch.randint(0, 1000, (args.batch,), device=dev)
         eps = torch.randn_like(x0)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from common import Budget, LossLog, autocast, half_state, pack, parser, save_card
+from common import Budget, LossLog, autocast, frozen_vae, half_state, pack, parser, save_card, start
 
 from backend.models.seva.cameras import normalise_pixel_K, window_cameras
 from backend.models.seva.encoders import ClipConditioner
@@ -40,32 +40,31 @@ def toy_clip(seed: int = 5):
     return CLIPVisionModelWithProjection(CLIPVisionConfig(**CLIP_CONFIG)).eval().requires_grad_(False)
 
 
-def window_inputs(w: data.Windows, n_cond: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per window: input-slot mask (b, T) and Plücker maps (b*T, 6, h, w) as inference builds them."""
-    b = len(w.c2w)
-    H, W = w.images.shape[-2:]
-    masks, pl = [], []
+def input_slots(b: int, n_cond: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """(b, T) bool: ``n_cond[i]`` random input slots per window."""
+    mask = torch.zeros(b, T, dtype=torch.bool)
     for i in range(b):
-        slots = torch.randperm(T, generator=g)[: int(n_cond[i])]
-        m = torch.zeros(T, dtype=torch.bool)
-        m[slots] = True
-        masks.append(m)
+        mask[i, torch.randperm(T, generator=g)[: int(n_cond[i])]] = True
+    return mask
+
+
+def plucker_maps(w: data.Windows) -> torch.Tensor:
+    """(b, T, 6, h, w) Plücker maps of each window, normalised as inference does (``window_cameras``)."""
+    H, W = w.images.shape[-2:]
+    out = []
+    for i in range(len(w.c2w)):
         K = torch.stack([normalise_pixel_K(k, W, H) for k in w.K[i]])
-        pl.append(window_cameras(w.c2w[i], K, w.c2w[i], (H, W), 2.0).plucker)
-    return torch.stack(masks), torch.cat(pl)
+        out.append(window_cameras(w.c2w[i], K, w.c2w[i], (H, W), 2.0).plucker)
+    return torch.stack(out)
 
 
 def main() -> None:
-    from diffusers import AutoencoderKL
-
     ap = parser(__doc__)
     ap.add_argument("--vae", default="outputs/toy_models/vae-toy")
     args = ap.parse_args()
-    torch.manual_seed(args.seed)
-    torch.backends.cudnn.benchmark = True  # fixed shapes every step
-    g = torch.Generator().manual_seed(args.seed + 3)
+    g = start(args, 3)
     dev = args.device
-    vae = AutoencoderKL.from_pretrained(args.vae, torch_dtype=torch.float32).to(dev).eval().requires_grad_(False)
+    vae = frozen_vae(args.vae, dev)
     sf = vae.config.scaling_factor
     clip = toy_clip().to(dev)
     conditioner = ClipConditioner(clip)
@@ -79,16 +78,30 @@ def main() -> None:
     table = SIGMA_TABLE.to(dev)
     budget, log = Budget(args.minutes, args.max_steps, args.lr), LossLog(every=100 if dev != "cpu" else 5)
     b = args.batch
+
+    def fresh(n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """n windows: latents (n, T, 4, h, w), CLIP embeddings (n, T, 64), Plücker maps (n, T, 6, h, w)."""
+        w = data.windows(n, T, g, device=dev)
+        x = w.images.flatten(0, 1) * 2 - 1
+        with torch.no_grad():
+            z = vae.encode(x).latent_dist.mean * sf
+            emb = conditioner(x)
+        return z.view(n, T, *z.shape[1:]), emb.view(n, T, -1), plucker_maps(w).to(dev)
+
+    cache = None
+    if args.cache:  # a fixed set of windows, drawn from at random (no rendering in the loop)
+        parts = [fresh(min(16, args.cache - i)) for i in range(0, args.cache, 16)]
+        cache = tuple(torch.cat(x) for x in zip(*parts, strict=True))
+        print(f"cached {len(cache[0])} windows", flush=True)
     while budget.next():
-        if (budget.step - 1) % args.reuse == 0:
-            w = data.windows(b, T, g, device=dev)
-            x = w.images.flatten(0, 1) * 2 - 1
-            with torch.no_grad():
-                z = vae.encode(x).latent_dist.mean * sf
-                emb = conditioner(x).view(b, T, -1)  # CLIP embedding of every view
+        if cache is not None:
+            pick = torch.randint(0, len(cache[0]), (b,), generator=g)
+            z, emb, plucker = cache[0][pick].flatten(0, 1), cache[1][pick], cache[2][pick].flatten(0, 1)
+        elif (budget.step - 1) % args.reuse == 0:
+            z, emb, plucker = fresh(b)
+            z, plucker = z.flatten(0, 1), plucker.flatten(0, 1)
         n_cond = torch.randint(1, 4, (b,), generator=g)
-        mask, plucker = window_inputs(w, n_cond, g)
-        mask, plucker = mask.to(dev), plucker.to(dev)
+        mask = input_slots(b, n_cond, g).to(dev)
         uncond = (torch.rand(b, generator=g) < 0.1).to(dev)
         ctx = (emb * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
         ctx = torch.where(uncond[:, None], torch.zeros_like(ctx), ctx)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from common import Budget, LossLog, autocast, pack, parser, save_card
+from common import Budget, LossLog, autocast, pack, parser, save_card, start
 
 from backend.toyworld import data
 
@@ -40,9 +40,7 @@ def main() -> None:
     ap.add_argument("--sample-latents", dest="mean_latents", action="store_false", help="decode posterior samples instead of the mean")
     ap.add_argument("--clip", type=float, default=10.0, help="gradient norm clip")
     args = ap.parse_args()
-    torch.manual_seed(args.seed)
-    torch.backends.cudnn.benchmark = True  # fixed shapes every step
-    g = torch.Generator().manual_seed(args.seed + 1)
+    g = start(args, 1)
     if args.init:
         vae = AutoencoderKL.from_pretrained(args.init, torch_dtype=torch.float32).to(args.device).train()
     else:

@@ -190,6 +190,14 @@ def edit_views_job(spec, job, rep, should_cancel, cache, editor, ed_key: str, ma
     for v in spec.views:
         views.append(make_view(v, view_rgba(job, v)))
     s, mv, d = spec.sampling, spec.multiview, TASK_DEFAULTS[spec.task]
+    own = MODELS[seva_key].defaults if seva_key in MODELS else {}  # a toy SEVA knows only its training window and size
+    window = min(mv.window, own.get("window", mv.window))
+    work = own.get("size") or mv.size or size or 576
+    if window != mv.window or (mv.size and work != mv.size):
+        rep.emit(
+            "loading",
+            message=f"{seva_key} was trained on windows of {own['window']} views at {work} px: using window {window}, size {work}",
+        )
     settings = EditSettings(
         prompt=spec.edit.prompt,
         negative_prompt=spec.edit.negative_prompt or None,
@@ -200,8 +208,8 @@ def edit_views_job(spec, job, rep, should_cancel, cache, editor, ed_key: str, ma
         cfg_min=mv.cfg_min,
         guider=mv.guider,
         camera_scale=mv.camera_scale,
-        T=mv.window,
-        size=mv.size or size or 576,
+        T=window,
+        size=work,
         seed=s.seed,
         step=s.step or d.step,
         alignment=s.alignment,

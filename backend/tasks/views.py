@@ -101,7 +101,7 @@ def load_seva(spec: JobSpec, rep: Reporter, cache: ModelCache):
     m = spec.models
     key = m.multiview or "seva-1.1"
     device = pick_device(m.device)
-    dtype = None if m.dtype == "auto" and device.type == "cpu" else torch_dtype(m.dtype, device)
+    dtype = torch_dtype(m.dtype, device)  # auto: fp32 on the CPU (the toy weights are stored in fp16)
     rep.emit("loading", message=f"loading {key}")
     source = m.local(key, m.multiview_source)
     return key, cache.get(

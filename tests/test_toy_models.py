@@ -1,0 +1,75 @@
+"""The toy models (#16): shipped with cards, loaded by the real loaders, run by the job runner, and
+measured against the toy world's ground truth with bars taken from an evaluation run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from backend.registry import MODELS, TOY_DIR, TOY_LABEL
+
+TOY_KEYS = sorted(k for k, e in MODELS.items() if e.toy)
+
+
+def test_toy_entries_ship_with_model_cards_within_the_size_budget():
+    assert TOY_KEYS == ["ic-light-toy", "seva-clip-toy", "seva-toy", "vae-toy"]
+    for key in TOY_KEYS:
+        e = MODELS[key]
+        assert not e.tiny and not e.downloadable and e.bundled_path.is_dir(), key
+        assert list(e.bundled_path.rglob("*.safetensors")), key
+    for card_dir in ("vae-toy", "seva-toy", "ic-light-toy"):
+        card = (TOY_DIR / card_dir / "model_card.md").read_text()
+        assert "TOY" in card and "Training:" in card and "Limits:" in card
+        info = json.loads((TOY_DIR / card_dir / "training.json").read_text())
+        assert info["steps"] > 0 and info["loss_history"]
+    total = sum(f.stat().st_size for f in TOY_DIR.rglob("*") if f.is_file())
+    assert total <= 30 * 2**20, f"toy weights {total / 2**20:.1f} MiB exceed the 30 MB budget"
+
+
+def test_a_toy_job_needs_no_download(monkeypatch, tmp_path):
+    from backend.model_needs import job_model_keys, missing_models
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-cache"))
+    models = {"multiview": "seva-toy", "editor": "ic-light-toy"}
+    assert job_model_keys("relight_text", models) == []
+    assert missing_models("relight_text", models) == []
+
+
+def _write_scene(tmp_path, sc):
+    views, files = [], {}
+    for i, (rgba, depth, K, c2w) in enumerate(zip(sc.rgba, sc.depth, sc.K, sc.c2w, strict=True)):
+        Image.fromarray(np.round(rgba).astype(np.uint8), "RGBA").save(tmp_path / f"v{i}.png")
+        np.save(tmp_path / f"d{i}.npy", np.where(np.isfinite(depth), depth, 0).astype(np.float32))
+        files |= {f"v{i}.png": tmp_path / f"v{i}.png", f"d{i}.npy": tmp_path / f"d{i}.npy"}
+        views.append({"name": f"cam {i}", "width": 128, "height": 128, "K": K.tolist(), "c2w": c2w.tolist(), "image": f"v{i}.png"})
+        views[-1]["depth"] = f"d{i}.npy"
+    return views, files
+
+
+def test_toy_relight_job_runs_through_the_runner_and_is_labelled(tmp_path):
+    from backend.jobs import JobFolder, parse_spec
+    from backend.runner import run_job
+    from backend.toyworld.evaluate import make_scene
+
+    sc = make_scene(0)
+    views, files = _write_scene(tmp_path, sc)
+    spec = {
+        "task": "relight_text",
+        "views": views,
+        "edit": {"prompt": sc.prompt},
+        "models": {"multiview": "seva-toy", "editor": "ic-light-toy"},
+        "sampling": {"steps": 4, "lam": 0.015},
+        "multiview": {"window": 21, "size": 576},  # the add-on's defaults: the toy SEVA knows only 8 views at 128 px
+    }
+    job = JobFolder.create(tmp_path / "job", parse_spec(spec), files)
+    res = run_job(job)
+    assert res.status == "done", res.error
+    meta = json.loads((job.root / "outputs/metadata.json").read_text())
+    assert TOY_LABEL in meta["labels"]
+    outs = [o for o in res.outputs if o.view]
+    assert len(outs) == 8 and all(Image.open(job.root / o.path).size == (128, 128) for o in outs)
+    assert "trained on windows of 8 views at 128 px: using window 8, size 128" in (job.root / "log").read_text()
+    assert meta["settings"]["T"] == 8 and meta["settings"]["size"] == 128
