@@ -181,7 +181,7 @@ _ENTRIES = [
         bundled="ic-light-toy",
         variant="fc",
         licence="Apache-2.0 (Coupled Edit)",
-        defaults={"vae": "vae-toy", "negative": ""},
+        defaults={"vae": "vae-toy"},
         notes="TOY relighting editor in IC-Light fc form, trained on the toy world: '<colour> light from the <direction>'",
     ),
     ModelEntry("ic-light-base", "sd", "stablediffusionapi/realistic-vision-v51", licence="CreativeML OpenRAIL-M"),

@@ -217,7 +217,7 @@ def main() -> int:
     if not real:
         from backend.toyworld.evaluate import psnr as psnr_of
 
-        ref = next(i for i, v in enumerate(spec["views"]) if v["name"] == spec["edit"].get("reference", spec["views"][0]["name"]))
+        ref = spec.get("reference_view", 0)
         truth = render_truth(scene, cams, prompt, spec["views"][ref]["c2w"], out / "ground_truth")
         for name, imgs in (("coupled", coupled), ("independent", independent)):
             psnr[name] = float(np.mean([psnr_of(a, t) for a, t in zip(as_array(imgs), truth, strict=True)]))

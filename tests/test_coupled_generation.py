@@ -216,8 +216,10 @@ def test_cli_help_lists_only_working_subcommands():
     assert r.returncode == 0
     listed = set(r.stdout.split("{", 1)[1].split("}", 1)[0].split(","))
     # every one of these is exercised end to end (novel-views in test_novel_views.py, models in test_models_list.py,
-    # serve in test_server.py, doctor in test_envsetup.py)
-    assert listed == {"couple-images", "couple-videos", "novel-views", "run-job", "validate-job", "models", "schema", "serve", "doctor"}
+    # serve in test_server.py, doctor in test_envsetup.py, eval-toy in test_toy_models.py)
+    assert listed == {
+        "couple-images", "couple-videos", "novel-views", "run-job", "validate-job", "models", "schema", "serve", "doctor", "eval-toy"
+    }  # fmt: skip
 
 
 def test_cli_couple_images_end_to_end(tmp_path):

@@ -3,6 +3,9 @@
 # multi-view model side by side (they share the VAE, and neither fills an H200 alone).
 #   bash train/run_all.sh OUT_DIR [VAE_MINUTES] [MINUTES]
 # INIT_VAE / INIT_EDITOR / INIT_SEVA = model folders to continue from (earlier runs' weights).
+# The editor and SEVA train from a fixed set rendered once (--cache): on the H200 in session 4, making
+# data on the fly held them to 0.4-0.6 s per step with the GPU mostly idle (docs/performance.md).
+# EDITOR_CACHE / SEVA_CACHE change the set sizes (pairs / 8-view windows; 0 = render every batch).
 set -u
 out=${1:?output folder for the .tar files and logs}
 vae_min=${2:-2.3}
@@ -13,9 +16,9 @@ mkdir -p "$out" "$work"
 export PYTHONUNBUFFERED=1
 $py train/train_vae.py --out $work --minutes "$vae_min" --batch 64 --lr 1e-3 --reuse 2 --pack "$out" ${INIT_VAE:+--init "$INIT_VAE"} \
   2>&1 | tee "$out/vae.log" | grep -v shards
-$py train/train_editor.py --vae $work/vae-toy --out $work --minutes "$min" --batch 128 --lr 4e-4 --reuse 2 --pack "$out" \
+$py train/train_editor.py --vae $work/vae-toy --out $work --minutes "$min" --batch 128 --lr 4e-4 --cache "${EDITOR_CACHE:-16384}" --pack "$out" \
   ${INIT_EDITOR:+--init "$INIT_EDITOR"} > "$out/editor.log" 2>&1 &
-$py train/train_seva.py --vae $work/vae-toy --out $work --minutes "$min" --batch 32 --lr 4e-4 --reuse 2 --pack "$out" \
+$py train/train_seva.py --vae $work/vae-toy --out $work --minutes "$min" --batch 32 --lr 4e-4 --cache "${SEVA_CACHE:-3072}" --pack "$out" \
   ${INIT_SEVA:+--init "$INIT_SEVA"} > "$out/seva.log" 2>&1 &
 wait
 tail -n 3 "$out/editor.log" "$out/seva.log"

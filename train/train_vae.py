@@ -73,6 +73,8 @@ def main() -> None:
         x = torch.cat([data.views(64, g, device=args.device) * 2 - 1 for _ in range(4)])
         z = torch.cat([vae.encode(x[i : i + 64]).latent_dist.mean for i in range(0, len(x), 64)])
         scale = float(1.0 / z.float().std())
+        if args.init and budget.step <= 1:  # nothing trained: keep the scale the editor and SEVA were trained with
+            scale = float(vae.config.scaling_factor)
         rec = torch.cat([vae.decode(z[i : i + 64]).sample.float() for i in range(0, len(x), 64)])
         psnr = float(-10 * torch.log10(F.mse_loss(rec, x) / 4))
     vae.register_to_config(scaling_factor=round(scale, 5))

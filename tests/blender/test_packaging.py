@@ -41,7 +41,9 @@ def test_zip_holds_the_extension_and_nothing_else(built_zip):
     names = zipfile.ZipFile(built_zip).namelist()
     tops = {n.split("/")[0] for n in names}
     assert {"__init__.py", "blender_manifest.toml", "api.py", "backend", "scene_io", "operators", "panels"} <= tops
-    assert not tops & {"tests", ".venv", "bench", "docs", ".pytest_cache", "Makefile", ".whl", "outputs"}
+    assert not tops & {"tests", ".venv", "bench", "docs", ".pytest_cache", "Makefile", ".whl", "outputs", "train"}
+    # the toy models ship with the extension: the add-on shows real pictures with no download
+    assert {"backend/toy_models/seva-toy/model.safetensors", "backend/toy_models/vae-toy/config.json"} <= set(names)
     r = subprocess.run(
         [sys.executable, tool("ext"), "validate", str(built_zip), "--valid-tags", tool("tags")], capture_output=True, text=True
     )
