@@ -27,8 +27,12 @@ TASKS = [
 ]
 EDITORS = [
     ("ic-light-fc", "IC-Light fc", "IC-Light foreground-conditioned (lllyasviel/ic-light on Realistic Vision 5.1)"),
-    ("ic-light-toy", "Toy (trained here)", "TOY editor trained by Coupled Edit on its procedural world: prompts '<colour> light from the "
-     "<direction>' only, 128 px; real pictures of toy scenes without any download"),
+    (
+        "ic-light-toy",
+        "Toy (trained here)",
+        "TOY editor trained by Coupled Edit on its procedural world: prompts '<colour> light from the "
+        "<direction>' only, 128 px; real pictures of toy scenes without any download",
+    ),
     ("ic-light-tiny", "Tiny (test)", "Tiny random IC-Light: checks the whole chain in seconds, output is noise"),
 ]
 STYLE_BASES = [

@@ -34,7 +34,8 @@ def test_lists_missing_models_with_how_to_get_them(tmp_path):
     hub, toy = lines[:5], lines[5:]
     assert all(line.split()[0] == "missing" for line in hub)
     # the toy models ship with the code: present whatever the cache holds
-    assert {line.split()[1]: line.split()[0] for line in toy} == dict.fromkeys(["ic-light-toy", "seva-clip-toy", "seva-toy", "vae-toy"], "present")
+    toy_status = {line.split()[1]: line.split()[0] for line in toy}
+    assert toy_status == dict.fromkeys(["ic-light-toy", "seva-clip-toy", "seva-toy", "vae-toy"], "present")
     assert "Stability AI Non-Commercial, gated" in r.stdout and "hf download" in r.stdout
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from backend.registry import MODELS, TOY_DIR, TOY_LABEL
