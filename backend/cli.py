@@ -372,8 +372,13 @@ def _eval_toy(a: argparse.Namespace) -> int:
         raise CliError(f"--lams takes comma-separated numbers, e.g. 0,0.015,0.1; got {a.lams!r}") from None
     if a.scenes < 1 or a.steps < 1:
         raise CliError("--scenes and --steps must be at least 1")
+    from .models.weights import ModelUnavailable
+
     settings = EvalSettings(scenes=a.scenes, lams=lams, steps=a.steps, device=a.device)
-    res = evaluate(settings, log=lambda m: print(m, file=sys.stderr), out=Path(a.out))
+    try:
+        res = evaluate(settings, log=lambda m: print(m, file=sys.stderr), out=Path(a.out))
+    except ModelUnavailable as e:  # e.g. backend/toy_models missing from an install
+        raise CliError(str(e)) from None
     print(table(res))
     print(f"wrote {a.out}/eval_toy.json, table.md, examples.png, lam_sweep.png ({res.timings_s['total']:.0f} s)")
     return 0
