@@ -91,9 +91,9 @@ def render_truth(scene, cams, prompt: str, ref_c2w, folder: Path):
     import torch
     from PIL import Image
 
+    from backend.models.editors.ic_light import composite_on_grey
     from backend.toyworld import blender as tb
     from backend.toyworld import prompts
-    from backend.toyworld.data import GREY
 
     tb.set_sun(prompts.light_for(prompt, torch.tensor(np.asarray(ref_c2w), dtype=torch.float32)[None]), scene)
     folder.mkdir(parents=True, exist_ok=True)
@@ -104,8 +104,8 @@ def render_truth(scene, cams, prompt: str, ref_c2w, folder: Path):
         scene.render.image_settings.file_format = "PNG"
         scene.render.filepath = str(folder / f"{i:03d}.png")
         bpy.ops.render.render(write_still=True)
-        rgba = np.asarray(Image.open(folder / f"{i:03d}.png").convert("RGBA"), dtype=np.float64) / 255
-        truth.append(rgba[..., :3] * rgba[..., 3:] + GREY * (1 - rgba[..., 3:]))
+        rgba = np.asarray(Image.open(folder / f"{i:03d}.png").convert("RGBA"), dtype=np.float64)
+        truth.append(composite_on_grey(rgba[..., :3], rgba[..., 3] / 255) / 255)
     scene.camera, scene.render.filepath, scene.render.image_settings.file_format = keep
     return truth
 
@@ -190,14 +190,12 @@ def main() -> int:
     from backend.consistency import ViewGeometry, consistency, heatmap_rgb
     from backend.media import side_by_side, tensor_to_pil
     from backend.models.editors.ic_light import load_ic_light
-    from backend.sampling import sample_coupled
+    from backend.pipelines.multiview_edit import edit_independently
 
     spec = json.loads((job / "job.json").read_text())
     rgba = [np.asarray(Image.open(job / "inputs" / v["image"]).convert("RGBA"), dtype=np.float64) for v in spec["views"]]
     ic = load_ic_light("fc", base="ic-light-base" if real else "ic-light-toy")
-    conds = ic.condition_latents([a[..., :3] for a in rgba], [a[..., 3] / 255 for a in rgba])
-    p = ic.participant("editor", conds, prompt, args.steps, 2.0, [10_000 + i for i in range(len(rgba))])
-    independent = [tensor_to_pil(x) for x in ic.decode(sample_coupled([p], step="ddpm").latents["editor"]).cpu()]
+    independent = [tensor_to_pil(x) for x in edit_independently(ic, rgba, prompt, args.steps, 2.0)]
     coupled = [
         Image.open(job / o["path"]).convert("RGB")
         for o in sorted((o for o in result["outputs"] if o["view"]), key=lambda o: [v["name"] for v in spec["views"]].index(o["view"]))

@@ -105,3 +105,26 @@ def test_eval_toy_quality_bars(tmp_path):
     assert s["coupled lam=0.015"]["psnr"] > BARS["psnr_coupled"]
     assert s["independent"]["psnr"] > BARS["psnr_independent"]
     assert s["ground truth"]["consistency"] < 0.03  # the metric's own floor on perfect edits
+
+
+def test_toy_novel_views_job_keeps_the_trained_window_and_is_labelled(tmp_path):
+    from backend.jobs import JobFolder, parse_spec
+    from backend.runner import run_job
+    from backend.toyworld.evaluate import make_scene
+
+    views, files = _write_scene(tmp_path, make_scene(1))
+    for v in views[1:]:
+        del v["image"]  # targets: SEVA generates them from view 0
+    spec = {
+        "task": "novel_views",
+        "views": views,
+        "models": {"multiview": "seva-toy"},
+        "sampling": {"steps": 3},
+        "multiview": {"window": 21, "size": 576},
+    }
+    job = JobFolder.create(tmp_path / "job", parse_spec(spec), {k: v for k, v in files.items() if k == "v0.png" or k.endswith(".npy")})
+    res = run_job(job)
+    assert res.status == "done", res.error
+    assert "trained on windows of 8 views at 128 px: using window 8, size 128" in (job.root / "log").read_text()
+    assert len([o for o in res.outputs if o.view]) == 7
+    assert TOY_LABEL in json.loads((job.root / "outputs/metadata.json").read_text())["labels"]

@@ -194,6 +194,18 @@ def edit_views(
     return EditResult([out[i] for i in range(len(views))], reference, hw, meta)
 
 
+def edit_independently(
+    editor: Editor, rgba: Sequence[np.ndarray], prompt: str, steps: int, cfg: float, seed: int = 0, negative: str | None = None
+) -> Tensor:
+    """The editor on every view alone (the baseline coupling is compared with): (V, 3, H, W) in [-1, 1].
+
+    View k gets the seed its trajectory has in ``edit_views`` (``seed + 10_000 + k``)."""
+    conds = editor.view_conditions(rgba, [{} for _ in rgba])
+    neg = negative if negative is not None else editor.default_negative
+    p = editor.participant("editor", conds, prompt, steps, cfg, [seed + 10_000 + k for k in range(len(rgba))], neg)
+    return editor.decode(sample_coupled([p]).latents["editor"]).cpu()
+
+
 class _GlobalSteps:
     """Turns each sampler run's own step numbers into one count over the job (the ETA then holds)."""
 

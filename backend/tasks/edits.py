@@ -9,7 +9,7 @@ from ..jobs import JobFolder, JobSpec, OutputFile
 from ..naming import view_stem
 from ..registry import MODELS, TASK_DEFAULTS
 from .common import Reporter, write_metadata
-from .views import consistency_outputs, load_seva
+from .views import consistency_outputs, load_seva, trained_window_and_size
 
 if TYPE_CHECKING:
     import numpy as np
@@ -190,14 +190,7 @@ def edit_views_job(spec, job, rep, should_cancel, cache, editor, ed_key: str, ma
     for v in spec.views:
         views.append(make_view(v, view_rgba(job, v)))
     s, mv, d = spec.sampling, spec.multiview, TASK_DEFAULTS[spec.task]
-    own = MODELS[seva_key].defaults if seva_key in MODELS else {}  # a toy SEVA knows only its training window and size
-    window = min(mv.window, own.get("window", mv.window))
-    work = own.get("size") or mv.size or size or 576
-    if window != mv.window or (mv.size and work != mv.size):
-        rep.emit(
-            "loading",
-            message=f"{seva_key} was trained on windows of {own['window']} views at {work} px: using window {window}, size {work}",
-        )
+    window, work = trained_window_and_size(seva_key, mv, rep, mv.size or size or 576)
     settings = EditSettings(
         prompt=spec.edit.prompt,
         negative_prompt=spec.edit.negative_prompt or None,

@@ -7,10 +7,24 @@ from typing import TYPE_CHECKING
 
 from ..jobs import JobFolder, JobSpec, OutputFile
 from ..naming import view_stem
+from ..registry import MODELS
 from .common import Reporter, write_metadata
 
 if TYPE_CHECKING:
     from ..model_cache import ModelCache
+
+
+def trained_window_and_size(key: str, mv, rep: Reporter, size):
+    """SEVA's window T and working size for this job: what the job asks, except that a toy SEVA keeps
+    the window and size it was trained on (said in the log). ``size``: the task's own choice."""
+    own = MODELS[key].defaults if key in MODELS else {}
+    window = min(mv.window, own.get("window", mv.window))
+    work = own.get("size") or size
+    if window != mv.window or (mv.size and work != mv.size):
+        rep.emit(
+            "loading", message=f"{key} was trained on windows of {own['window']} views at {work} px: using window {window}, size {work}"
+        )
+    return window, work
 
 
 def novel_views(spec: JobSpec, job: JobFolder, rep: Reporter, should_cancel, cache: ModelCache):
@@ -29,13 +43,14 @@ def novel_views(spec: JobSpec, job: JobFolder, rep: Reporter, should_cancel, cac
     inputs = [pv for pv in views if pv.image is not None]
     targets = [(v, pv) for v, pv in zip(spec.views, views, strict=True) if pv.image is None]
     size = (spec.output.width, spec.output.height) if spec.output.width and spec.output.height else (mv.size or 576)
+    window, size = trained_window_and_size(key, mv, rep, size)
     settings = NovelViewSettings(
         steps=spec.sampling.steps or 50,
         cfg=spec.sampling.cfg_multiview if spec.sampling.cfg_multiview is not None else 2.0,
         cfg_min=mv.cfg_min,
         guider=mv.guider,
         camera_scale=mv.camera_scale,
-        T=mv.window,
+        T=window,
         seed=spec.sampling.seed,
         size=size,
         passes=mv.passes,
@@ -54,7 +69,9 @@ def novel_views(spec: JobSpec, job: JobFolder, rep: Reporter, should_cancel, cac
         save_image(pil, job.root / name)
         pils.append(pil)
         outputs.append(OutputFile(path=name, kind="image", view=v.name, role="result"))
-    footer = "SEVA novel views" + (" | TINY RANDOM WEIGHTS" if model.labels else "")
+    footer = "SEVA novel views" + (
+        "" if not model.labels else " | TOY MODELS" if MODELS.get(key) and MODELS[key].toy else " | TINY RANDOM WEIGHTS"
+    )
     side_by_side(pils, [v.name for v, _ in targets], footer=footer).save(job.root / "outputs/contact_sheet.png")
     outputs.append(OutputFile(path="outputs/contact_sheet.png", kind="image", role="side_by_side"))
     meta = res.metadata | {"model": key, "targets": [v.name for v, _ in targets], "inputs": [v.name for v in spec.views if v.image]}

@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from ..models.seva import cameras as seva_cameras
 from .scene import SCENE_CENTRE
 
 Tensor = torch.Tensor
@@ -23,14 +24,7 @@ def intrinsics(fov_deg: float | Tensor, width: int, height: int) -> Tensor:
 
 def look_at(position: Tensor, target: Tensor) -> Tensor:
     """OpenCV c2w (columns right, down, forward) from positions (..., 3) towards targets, Z up."""
-    fwd = torch.nn.functional.normalize(target - position, dim=-1)
-    up = torch.tensor(WORLD_UP, dtype=position.dtype).expand_as(fwd)
-    right = torch.nn.functional.normalize(torch.linalg.cross(fwd, up, dim=-1), dim=-1)
-    down = torch.linalg.cross(fwd, right, dim=-1)
-    c2w = torch.zeros(*position.shape[:-1], 4, 4, dtype=position.dtype)
-    c2w[..., :3, 0], c2w[..., :3, 1], c2w[..., :3, 2], c2w[..., :3, 3] = right, down, fwd, position
-    c2w[..., 3, 3] = 1.0
-    return c2w
+    return seva_cameras.look_at(position, target, torch.tensor(WORLD_UP, dtype=position.dtype))
 
 
 def orbit_positions(azimuth: Tensor, elevation: Tensor, radius: Tensor) -> Tensor:

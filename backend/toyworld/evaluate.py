@@ -23,8 +23,9 @@ import torch
 import torch.nn.functional as F
 
 from ..consistency import ViewGeometry, consistency
+from ..models.editors.ic_light import composite_on_grey
 from . import cameras, prompts
-from .data import FOV, GREY, composite, straight
+from .data import FOV, composite, straight
 from .render import render
 from .scene import random_scenes
 
@@ -134,12 +135,9 @@ def load_toy_models(device: str = "auto"):
 
 
 def independent(editor, sc: EvalScene, s: EvalSettings) -> np.ndarray:
-    from ..sampling import sample_coupled
+    from ..pipelines.multiview_edit import edit_independently
 
-    conds = editor.view_conditions(sc.rgba, [{} for _ in sc.rgba])
-    p = editor.participant("editor", conds, sc.prompt, s.steps, s.cfg_editor, [s.seed + 10_000 + i for i in range(len(sc.rgba))])
-    lat = sample_coupled([p], step="ddpm").latents["editor"]
-    return to_images(editor.decode(lat))
+    return to_images(edit_independently(editor, sc.rgba, sc.prompt, s.steps, s.cfg_editor, s.seed))
 
 
 def coupled(seva, editor, sc: EvalScene, s: EvalSettings, lam: float) -> np.ndarray:
@@ -177,7 +175,7 @@ def evaluate(s: EvalSettings, models=None, log=print, out: Path | None = None) -
             if i == 0:
                 res.examples[m] = imgs
         if i == 0:
-            res.examples["inputs"] = np.stack([composite_rgba(a) for a in sc.rgba])
+            res.examples["inputs"] = np.stack([composite_on_grey(a[..., :3], a[..., 3] / 255.0) / 255.0 for a in sc.rgba])
             res.examples["ground truth"] = sc.truth
         log(f"scene {i + 1}/{s.scenes} ({sc.prompt}) done")
         res.summary = summarise(res.rows, ["ground truth", *methods])
@@ -192,11 +190,6 @@ def evaluate(s: EvalSettings, models=None, log=print, out: Path | None = None) -
 def summarise(rows: list[dict], methods: list[str]) -> dict:
     keys = ("psnr", "psnr_others", "ssim", "ssim_others", "consistency")
     return {m: {k: float(np.nanmean([r[k] for r in rows if r["method"] == m])) for k in keys} for m in methods}
-
-
-def composite_rgba(rgba: np.ndarray) -> np.ndarray:
-    a = rgba[..., 3:] / 255.0
-    return (rgba[..., :3] / 255.0) * a + GREY * (1 - a)
 
 
 def table(res: EvalResult) -> str:

@@ -61,8 +61,7 @@ def camera_frame(c2w: Tensor) -> tuple[Tensor, Tensor]:
     fwd = c2w[..., :3, 2].clone()
     fwd[..., 2] = 0
     fwd = torch.nn.functional.normalize(fwd, dim=-1)
-    right = torch.stack([-fwd[..., 1], fwd[..., 0], torch.zeros_like(fwd[..., 0])], -1)
-    right = -right  # (x, y) rotated by -90 deg: the camera's right for a Z-up world
+    right = torch.stack([fwd[..., 1], -fwd[..., 0], torch.zeros_like(fwd[..., 0])], -1)  # fwd turned -90 deg about Z
     return fwd, right
 
 

@@ -158,5 +158,4 @@ def half_height(kind: Tensor, size: Tensor, rot: Tensor) -> Tensor:
 def sun(azimuth: Tensor, elevation: Tensor, colour: Tensor, ambient: float | Tensor = 0.08) -> Lights:
     """Sun from world azimuth/elevation (radians, azimuth from +x towards +y)."""
     d = torch.stack([torch.cos(elevation) * torch.cos(azimuth), torch.cos(elevation) * torch.sin(azimuth), torch.sin(elevation)], -1)
-    amb = torch.as_tensor(ambient, dtype=colour.dtype).expand_as(colour) if not torch.is_tensor(ambient) or ambient.dim() < 2 else ambient
-    return Lights(d, colour, amb.clone())
+    return Lights(d, colour, torch.as_tensor(ambient, dtype=colour.dtype).expand_as(colour).clone())

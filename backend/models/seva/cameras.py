@@ -119,15 +119,17 @@ def camera_distances(src_c2ws: Tensor, dst_c2ws: Tensor) -> tuple[Tensor, Tensor
 
 
 def look_at(position: Tensor, target: Tensor, up: Tensor) -> Tensor:
-    """OpenCV c2w looking from ``position`` at ``target``: columns [right, down, forward]."""
+    """OpenCV c2w looking from ``position`` at ``target``: columns [right, down, forward].
+
+    Batched over leading axes: positions/targets (..., 3) give (..., 4, 4)."""
     forward = target - position
-    forward = forward / forward.norm()
-    right = torch.linalg.cross(forward, up)
-    right = right / right.norm()
-    down = torch.linalg.cross(forward, right)
-    down = down / down.norm()
-    c2w = torch.eye(4, dtype=position.dtype)
-    c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3] = right, down, forward, position
+    forward = forward / forward.norm(dim=-1, keepdim=True)
+    right = torch.linalg.cross(forward, up.expand_as(forward), dim=-1)
+    right = right / right.norm(dim=-1, keepdim=True)
+    down = torch.linalg.cross(forward, right, dim=-1)
+    down = down / down.norm(dim=-1, keepdim=True)
+    c2w = torch.eye(4, dtype=position.dtype).expand(*position.shape[:-1], 4, 4).clone()
+    c2w[..., :3, 0], c2w[..., :3, 1], c2w[..., :3, 2], c2w[..., :3, 3] = right, down, forward, position
     return c2w
 
 
