@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import subprocess
 import sys
 import tarfile
 import time
@@ -29,6 +30,7 @@ def parser(doc: str) -> argparse.ArgumentParser:
     ap.add_argument("--reuse", type=int, default=1, help="optimizer steps per rendered batch (fresh noise each time)")
     ap.add_argument("--cache", type=int, default=0, help="render this many samples once and train from them (CPU: rendering dominates)")
     ap.add_argument("--init", default="", help="start from this model folder (continue a previous run)")
+    ap.add_argument("--note", default="", help="a line about this run for the model card (e.g. where its data came from)")
     return ap
 
 
@@ -92,8 +94,30 @@ def autocast(device: str):
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else torch.autocast("cpu", enabled=False)
 
 
+PART_KEYS = ("steps", "minutes", "device", "batch", "lr", "commit", "note")
+
+
+def earlier_parts(init: str) -> list[dict]:
+    """The training parts of the model a run continues from (its training.json), oldest first."""
+    path = Path(init) / "training.json" if init else None
+    if path is None or not path.is_file():
+        return []
+    prev = json.loads(path.read_text())
+    parts = list(prev.get("earlier_parts", []))
+    if "continued_from" in prev:  # session 4's one-level form
+        parts.append({k: prev["continued_from"][k] for k in PART_KEYS if k in prev["continued_from"]})
+    return parts + [{k: prev[k] for k in PART_KEYS if k in prev}]
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+    except OSError:
+        return ""
+
+
 def save_card(folder: Path, title: str, body: dict, log: LossLog, budget: Budget, args) -> None:
-    """model_card.md (people) + training.json (numbers) beside the weights."""
+    """model_card.md (people) + training.json (numbers) beside the weights; a continued run lists every part."""
     info = {
         "model": title,
         "label": "TOY model trained by Coupled Edit on its procedural toy world; not a real model",
@@ -103,13 +127,27 @@ def save_card(folder: Path, title: str, body: dict, log: LossLog, budget: Budget
         "batch": args.batch,
         "lr": args.lr,
         "seed": args.seed,
+        "commit": commit(),
+        **({"note": args.note} if args.note else {}),
         **body,
+        "earlier_parts": earlier_parts(args.init),
         "loss_history": log.history,
     }
+    info["total_steps"] = sum(p["steps"] for p in parts_of(info))
     (folder / "training.json").write_text(json.dumps(info, indent=1))
-    last = log.history[-1] if log.history else {}
+    write_card(folder, info)
+
+
+def parts_of(info: dict) -> list[dict]:
+    return info.get("earlier_parts", []) + [{k: info[k] for k in PART_KEYS if k in info}]
+
+
+def write_card(folder: Path, info: dict) -> None:
+    """model_card.md from training.json's fields."""
+    parts = parts_of(info)
+    last = info["loss_history"][-1] if info.get("loss_history") else {}
     lines = [
-        f"# {title} (TOY)",
+        f"# {info['model']} (TOY)",
         "",
         "Trained by Coupled Edit on its procedural toy world (`backend/toyworld`): random spheres, boxes, cylinders",
         "and tori, optionally on a ground disc, under a sun and an ambient term, rendered by the project's torch",
@@ -117,14 +155,20 @@ def save_card(folder: Path, title: str, body: dict, log: LossLog, budget: Budget
         "output is meaningless. Made to give the pipeline real pictures and measurable quality without",
         "downloadable weights.",
         "",
-        f"- Architecture: {body.get('architecture', '')}",
-        f"- Data: {body.get('data', '')}",
-        f"- Training: {budget.step} steps, batch {args.batch}, AdamW lr {args.lr} (cosine), {info['minutes']} min on {info['device']},"
-        f" seed {args.seed}; script `train/{body.get('script', '')}`.",
-        f"- Final losses (mean of the last {log.every} steps): {json.dumps({k: v for k, v in last.items() if k != 'step'})}",
-        f"- Limits: {body.get('limits', '')}",
+        f"- Architecture: {info.get('architecture', '')}",
+        f"- Data: {info.get('data', '')}",
+        f"- Training: {sum(p['steps'] for p in parts)} steps in {len(parts)} part(s), script `train/{info.get('script', '')}`,"
+        f" seed {info.get('seed', 0)}:",
+        *[
+            f"  - part {i}: {p['steps']} steps, batch {p['batch']}, AdamW lr {p['lr']} (cosine), {p['minutes']} min on {p['device']}"
+            + (f", scripts of commit {p['commit']}" if p.get("commit") else "")
+            + (f"; {p['note']}" if p.get("note") else "")
+            for i, p in enumerate(parts, 1)
+        ],
+        f"- Final losses (last logged mean): {json.dumps({k: v for k, v in last.items() if k not in ('step', 's')})}",
+        f"- Limits: {info.get('limits', '')}",
         "",
-        "Loss history: `training.json`.",
+        "Loss history of the last part: `training.json`.",
     ]
     (folder / "model_card.md").write_text("\n".join(lines) + "\n")
 
