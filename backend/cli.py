@@ -105,6 +105,15 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-queue", type=int, default=32, help="jobs waiting at most; more are refused with 429")
     sv.add_argument("--max-request-mb", type=int, default=2048, help="largest submission in MiB")
     sv.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
+    sv.add_argument("--ray", metavar="ADDRESS", default=None, help="run jobs on a Ray cluster: its address, or auto (docs/cluster.md)")
+    sv.add_argument("--ray-actors", type=int, default=None, help="actors to start (default: one per GPU, or per node without GPUs)")
+    sv.add_argument("--ray-retries", type=int, default=1, help="times a job lost with its actor is run again before it ends interrupted")
+    rb = sub.add_parser("ray-batch", help="run a folder of job folders on a Ray cluster, with progress and a summary")
+    rb.add_argument("jobs_dir", help="a folder of job folders (job.json + inputs/ each); finished ones are skipped")
+    rb.add_argument("--ray", metavar="ADDRESS", default="auto", help="the cluster's address, or auto")
+    rb.add_argument("--actors", type=int, default=None, help="actors to start (default: one per GPU, or per node without GPUs)")
+    rb.add_argument("--retries", type=int, default=1)
+    rb.add_argument("--rerun", action="store_true", help="run finished jobs again too (their old results are replaced)")
     return ap
 
 
@@ -336,8 +345,14 @@ def _serve(a: argparse.Namespace) -> int:
     from .server.app import Limits, create_app
 
     limits = Limits(max_queue=a.max_queue, max_request_bytes=a.max_request_mb << 20)
-    app = create_app(a.jobs_dir, token=token, limits=limits)
-    print(f"Coupled Edit backend {__version__} on http://{a.host}:{a.port} (jobs in {Path(a.jobs_dir).resolve()})", flush=True)
+    ray = None
+    if a.ray:
+        from .server.app import RayOptions
+
+        ray = RayOptions(a.ray, a.ray_actors, a.ray_retries)
+    app = create_app(a.jobs_dir, token=token, limits=limits, ray=ray)
+    where = f", jobs on the Ray cluster at {a.ray}" if a.ray else ""
+    print(f"Coupled Edit backend {__version__} on http://{a.host}:{a.port} (jobs in {Path(a.jobs_dir).resolve()}{where})", flush=True)
     uvicorn.run(app, host=a.host, port=a.port, log_level=a.log_level, timeout_graceful_shutdown=5)
     return 0
 
@@ -445,6 +460,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if a.command == "serve":
             return _serve(a)
+        if a.command == "ray-batch":
+            from .cluster.batch import run_batch
+
+            return run_batch(Path(a.jobs_dir), a.ray, a.actors, a.retries, a.rerun)
     except (JobSpecError, CliError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

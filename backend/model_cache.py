@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from .pipelines.spread import in_order
+
 
 class ModelCache:
     """Keeps loaded models between jobs (the server keeps them warm); ``clear()`` frees memory.
@@ -16,6 +18,9 @@ class ModelCache:
     def __init__(self) -> None:
         self._models: dict[tuple, object] = {}
         self._used: set[tuple] = set()
+        # where the independent SEVA windows of this worker's jobs run: here, in order, unless a
+        # cluster actor lends its helpers (backend.pipelines.spread, backend.cluster)
+        self.spread = in_order
 
     def begin_job(self) -> None:
         self._used = set()

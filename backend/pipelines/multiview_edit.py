@@ -30,6 +30,7 @@ from ..models.seva.preprocess import transform_img_and_K, working_size
 from ..models.seva.sampling import SevaDenoiser, SevaWindowDenoiser, seva_schedule, window_conditioning
 from ..sampling import Coupling, Participant, StepInfo, sample_coupled
 from ..sampling.resample import resize_latents
+from .spread import Spread, in_order
 
 Tensor = torch.Tensor
 
@@ -102,6 +103,7 @@ def edit_views(
     s: EditSettings,
     callback: Callable[[str, StepInfo], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
+    spread: Spread = in_order,  # where the windows run (backend.pipelines.spread)
 ) -> EditResult:
     if not 0 <= reference < len(views):
         raise ValueError(f"reference view {reference} out of range 0..{len(views) - 1}")
@@ -124,64 +126,41 @@ def edit_views(
     ref_img = editor.decode(ref_lat).cpu()[0]  # [-1, 1], at the editor's resolution
     if tuple(ref_img.shape[-2:]) != tuple(hw):  # e.g. Neural Gaffer's 256² crop for SEVA's 576²
         ref_img = F.interpolate(ref_img[None], size=hw, mode="bicubic", align_corners=False)[0].clamp(-1, 1)
-    # 2./3. SEVA windows over the other views, each target frame coupled to its editor trajectory
-    denoiser = SevaDenoiser(seva.net)
+    # 2./3. SEVA windows over the other views, each target frame coupled to its editor trajectory;
+    # the windows depend only on the reference edit, so they may run elsewhere (``spread``)
     ref_latent = seva.vae.encode(ref_img[None]).cpu()
     clip = seva.clip(ref_img[None]).mean(0).cpu()
     out: dict[int, Tensor] = {reference: ref_img}
-    covered: list[int] = []
+    payloads = []
     for w_i, chunk in enumerate(chunks):
         lay = chunking.window_layout(chunk)  # inputs: [the reference view]; targets: the other views
         frames = lay.gather([reference], others)
-        cond_mask = torch.tensor(lay.cond_mask)
-        n_cond = int(cond_mask.sum())
-        uncond, cond, scales = window_conditioning(
-            torch.stack([c2ws[i] for i in frames]),
-            torch.stack([Ks[i] for i in frames]),
-            cond_mask,
-            ref_latent.expand(n_cond, -1, -1, -1),
-            clip,
-            all_c2ws,
-            hw,
-            s.camera_scale,
-            s.guider,
-            s.cfg_multiview,
-            s.cfg_min,
-        )
-        T, (h, w) = len(frames), (hw[0] // 8, hw[1] // 8)
-
-        seva_p = Participant(
-            "seva",
-            SevaWindowDenoiser(denoiser, uncond, cond, scales, seva.device),
-            (T, 4, h, w),
-            sigmas=sigmas,
-            seeds=s.seed + 1 + w_i,
-            device=seva.device,
-        )
-        slots = lay.slots  # first occurrences only: padding duplicates are not coupled
         targets = [others[j] for j in lay.slot_targets]
-        ed_p = editor.participant(
-            "editor", conds[targets], s.prompt, s.steps, s.cfg_editor, [s.seed + 10_000 + t for t in targets], negative
-        )
-        coupling = Coupling("seva", "editor", s.lam, items_a=slots, items_b=list(range(len(slots))))
-        ed_hw = tuple(ed_p.shape[-2:])
-        if ed_hw != (h, w):  # latents of another size (Neural Gaffer: 32² vs 72²): area down, bilinear up
-            coupling.a_to_b, coupling.b_to_a = resize_latents(ed_hw, "area"), resize_latents((h, w), "bilinear")
-        res = sample_coupled(
-            [seva_p, ed_p],
-            [coupling],
-            step=s.step,
-            alignment=s.alignment,
-            sigmas=sigmas if s.alignment == "sigma" else None,
-            join=s.join,
-            max_pull=s.max_pull,
-            callback=progress.tagged(f"window {w_i + 1}/{len(chunks)}"),
-            should_cancel=should_cancel,
-        )
-        decoded = seva.vae.decode(res.latents["seva"][slots]).cpu()
-        for k, t in enumerate(targets):
-            out[t] = decoded[k]
-        covered += targets
+        payloads.append({
+            "c2ws": torch.stack([c2ws[i] for i in frames]),
+            "Ks": torch.stack([Ks[i] for i in frames]),
+            "cond_mask": torch.tensor(lay.cond_mask),
+            "slots": lay.slots,  # first occurrences only: padding duplicates are not coupled
+            "targets": targets,
+            "conds": conds[targets],
+            "ref_latent": ref_latent,
+            "clip": clip,
+            "all_c2ws": all_c2ws,
+            "hw": hw,
+            "settings": dict(s.__dict__),
+            "negative": negative,
+            "window": w_i,
+            "label": f"window {w_i + 1}/{len(chunks)}",
+        })  # fmt: skip
+
+    def here(p: dict) -> dict:
+        return edit_window(seva, editor, p, progress.tagged(p["label"]), should_cancel)
+
+    covered: list[int] = []
+    for res in spread("seva-edit", payloads, here):
+        for k, t in enumerate(res["targets"]):
+            out[t] = res["images"][k]
+        covered += res["targets"]
     assert sorted(covered) == others, "every target view is generated exactly once"
     meta = {
         "settings": s.__dict__,
@@ -192,6 +171,43 @@ def edit_views(
         "timings_s": {"total": time.perf_counter() - t0},
     }
     return EditResult([out[i] for i in range(len(views))], reference, hw, meta)
+
+
+def edit_window(seva: SevaModel, editor: Editor, p: dict, callback=None, should_cancel=None) -> dict:
+    """One SEVA window over target views, each target frame coupled to its own editor trajectory.
+
+    ``p`` is the window's payload (see ``edit_views``); runs wherever the models are (``spread``)."""
+    s = EditSettings(**p["settings"])
+    hw = tuple(p["hw"])
+    cond_mask = p["cond_mask"]
+    n_cond = int(cond_mask.sum())
+    uncond, cond, scales = window_conditioning(
+        p["c2ws"], p["Ks"], cond_mask, p["ref_latent"].expand(n_cond, -1, -1, -1), p["clip"], p["all_c2ws"], hw,
+        s.camera_scale, s.guider, s.cfg_multiview, s.cfg_min,
+    )  # fmt: skip
+    T, (h, w) = len(p["c2ws"]), (hw[0] // 8, hw[1] // 8)
+    sigmas = seva_schedule(s.steps).double()
+    denoiser = SevaWindowDenoiser(SevaDenoiser(seva.net), uncond, cond, scales, seva.device)
+    seva_p = Participant("seva", denoiser, (T, 4, h, w), sigmas=sigmas, seeds=s.seed + 1 + p["window"], device=seva.device)
+    slots, targets = p["slots"], p["targets"]
+    seeds = [s.seed + 10_000 + t for t in targets]
+    ed_p = editor.participant("editor", p["conds"], s.prompt, s.steps, s.cfg_editor, seeds, p["negative"])
+    coupling = Coupling("seva", "editor", s.lam, items_a=slots, items_b=list(range(len(slots))))
+    ed_hw = tuple(ed_p.shape[-2:])
+    if ed_hw != (h, w):  # latents of another size (Neural Gaffer: 32² vs 72²): area down, bilinear up
+        coupling.a_to_b, coupling.b_to_a = resize_latents(ed_hw, "area"), resize_latents((h, w), "bilinear")
+    res = sample_coupled(
+        [seva_p, ed_p],
+        [coupling],
+        step=s.step,
+        alignment=s.alignment,
+        sigmas=sigmas if s.alignment == "sigma" else None,
+        join=s.join,
+        max_pull=s.max_pull,
+        callback=callback,
+        should_cancel=should_cancel,
+    )
+    return {"images": seva.vae.decode(res.latents["seva"][slots]).cpu(), "targets": targets, "label": p["label"]}
 
 
 def edit_independently(

@@ -21,6 +21,7 @@ from ..models.seva.encoders import SevaModel
 from ..models.seva.preprocess import transform_img_and_K, transform_K, working_size
 from ..models.seva.sampling import SevaDenoiser, sample_euler_edm, seva_schedule, window_conditioning
 from ..sampling import Cancelled
+from .spread import Spread, in_order
 
 Tensor = torch.Tensor
 
@@ -89,6 +90,7 @@ def novel_views(
     settings: NovelViewSettings | None = None,
     callback: Callable[[str, int, int], None] | None = None,  # (window label, network calls done, total)
     should_cancel: Callable[[], bool] | None = None,
+    spread: Spread = in_order,  # where the independent windows of a pass run (backend.pipelines.spread)
 ) -> NovelViews:
     s = settings or NovelViewSettings()
     if not inputs or any(v.image is None for v in inputs):
@@ -102,7 +104,7 @@ def novel_views(
     _, tg_c2w, tg_K, _ = prepare(targets, s)
     all_c2ws = torch.stack(in_c2w + tg_c2w)
     gen = torch.Generator("cpu").manual_seed(s.seed)
-    runner = _WindowRunner(model, s, hw, all_c2ws, gen, callback, should_cancel)
+    runner = _WindowRunner(model, s, hw, all_c2ws, gen, callback, should_cancel, spread)
     pool = _Pool(list(in_imgs), list(in_c2w), list(in_K))
     if s.passes == 1:
         chunks = chunking.chunk_input_and_test(s.strategy or "nearest-gt", s.T, torch.stack(in_c2w), torch.stack(tg_c2w))
@@ -136,62 +138,113 @@ def novel_views(
 
 
 class _WindowRunner:
-    def __init__(self, model: SevaModel, s: NovelViewSettings, hw, all_c2ws, gen, callback, should_cancel) -> None:
+    def __init__(self, model: SevaModel, s: NovelViewSettings, hw, all_c2ws, gen, callback, should_cancel, spread: Spread) -> None:
         self.model, self.s, self.hw, self.all_c2ws, self.gen = model, s, hw, all_c2ws, gen
-        self.callback, self.should_cancel = callback, should_cancel
-        self.denoiser = SevaDenoiser(model.net)
-        self.sigmas = seva_schedule(s.steps)
+        self.callback, self.should_cancel, self.spread = callback, should_cancel, spread
+        self.n_noise = len(seva_schedule(s.steps)) - 1
         self.calls, self.sample_s, self.vae_s, self.total = 0, 0.0, 0.0, 0
 
     def run(self, chunks, pool: _Pool, tg_c2w, tg_K, grow_pool: bool, label: str) -> dict[int, Tensor]:
+        """Every window of one pass. Growing the pool makes each window wait for the last (anchors);
+        otherwise the windows are independent and go to ``spread`` together, each with the generator
+        state it would have had running in order."""
         results: dict[int, Tensor] = {}
         n_inputs = len(pool.images)
-        for w, chunk in enumerate(chunks):
-            lay = chunking.window_layout(chunk)
-            c2ws = torch.stack(lay.gather(pool.c2ws, tg_c2w))
-            Ks = torch.stack(lay.gather(pool.Ks, tg_K))
-            cond_imgs = torch.stack([pool.images[i] for i in lay.input_frames])
-            decoded = self._window(c2ws, Ks, torch.tensor(lay.cond_mask), cond_imgs, f"{label} window {w + 1}/{len(chunks)}")
+        layouts = [chunking.window_layout(chunk) for chunk in chunks]
+
+        def payload(w: int, lay) -> dict:
+            return {
+                "c2ws": torch.stack(lay.gather(pool.c2ws, tg_c2w)),
+                "Ks": torch.stack(lay.gather(pool.Ks, tg_K)),
+                "cond_mask": torch.tensor(lay.cond_mask),
+                "cond_imgs": torch.stack([pool.images[i] for i in lay.input_frames]),
+                "all_c2ws": self.all_c2ws,
+                "hw": self.hw,
+                "settings": dict(self.s.__dict__),
+                "label": f"{label} window {w + 1}/{len(chunks)}",
+            }
+
+        def keep(lay, out: dict) -> None:
+            if not out.get("counted"):  # a window that ran elsewhere: its steps show up when it is back
+                self.calls += self.n_noise
+                if self.callback:
+                    self.callback(out.get("label", label), self.calls, self.total)
+            self.sample_s, self.vae_s = self.sample_s + out["sample_s"], self.vae_s + out["vae_s"]
             for slot, j in zip(lay.slots, lay.slot_targets, strict=True):
-                results[j] = decoded[slot]
-            # generated targets become pool element n_inputs + j: pseudo-inputs of later windows
-            while grow_pool and len(pool.images) - n_inputs in results:
-                j = len(pool.images) - n_inputs
-                pool.images.append(results[j])
-                pool.c2ws.append(tg_c2w[j])
-                pool.Ks.append(tg_K[j])
+                results[j] = out["images"][slot]
+
+        if grow_pool:
+            for w, lay in enumerate(layouts):
+                keep(lay, self._here(payload(w, lay) | {"rng": self.gen.get_state()}, advance=True))
+                # generated targets become pool element n_inputs + j: pseudo-inputs of later windows
+                while len(pool.images) - n_inputs in results:
+                    j = len(pool.images) - n_inputs
+                    pool.images.append(results[j])
+                    pool.c2ws.append(tg_c2w[j])
+                    pool.Ks.append(tg_K[j])
+            return results
+        payloads = []
+        for w, lay in enumerate(layouts):
+            payloads.append(payload(w, lay) | {"rng": self.gen.get_state()})
+            window_noise(self.gen, len(payloads[-1]["c2ws"]), self.hw, self.n_noise)  # as if the window ran here
+        for lay, out in zip(layouts, self.spread("seva-novel-views", payloads, self._here), strict=True):
+            keep(lay, out)
         return results
 
-    def _window(self, c2ws, Ks, cond_mask, cond_imgs, label: str) -> Tensor:
-        s, dev = self.s, self.model.device
-        T = len(c2ws)
-        t0 = time.perf_counter()
-        latents = self.model.vae.encode(cond_imgs)
-        clip = self.model.clip(cond_imgs).mean(0)
-        self.vae_s += time.perf_counter() - t0
-        uncond, cond, scales = window_conditioning(
-            c2ws, Ks, cond_mask, latents.cpu(), clip.cpu(), self.all_c2ws, self.hw, s.camera_scale, s.guider, s.cfg, s.cfg_min
-        )
-        h, w = self.hw[0] // 8, self.hw[1] // 8
-        # the reference's RNG order per window: an image-shaped draw it multiplies by 0, the initial
-        # latent noise, then one draw per step -- all from one CPU generator here
-        torch.randn((T, 3, *self.hw), generator=self.gen)
-        x = torch.randn((T, 4, h, w), generator=self.gen) * math.sqrt(1 + float(self.sigmas[0]) ** 2)
-
-        def noise(i: int, x: Tensor) -> Tensor:
-            if self.should_cancel is not None and self.should_cancel():
-                raise Cancelled(f"cancelled in {label}, step {i + 1} of {s.steps}")
-            return torch.randn(x.shape, generator=self.gen).to(x.device)
-
-        def step(i: int, n: int) -> None:
-            self.calls += 1
+    def _here(self, p: dict, advance: bool = False) -> dict:
+        def on_step(i: int, n: int) -> None:
             if self.callback:
-                self.callback(label, self.calls, self.total)
+                self.callback(p["label"], self.calls + i, self.total)
 
-        t1 = time.perf_counter()
-        out = sample_euler_edm(self.denoiser, x.to(dev), self.sigmas.to(dev), uncond, cond, scales, noise, callback=step)
-        self.sample_s += time.perf_counter() - t1
-        t2 = time.perf_counter()
-        images = self.model.vae.decode(out).cpu()
-        self.vae_s += time.perf_counter() - t2
-        return images
+        out = sample_window(self.model, p, on_step, self.should_cancel)
+        self.calls += self.n_noise
+        out["counted"] = True
+        if advance:  # the live generator moves on as if the window had drawn from it
+            self.gen.set_state(out.pop("rng_after"))
+        return out
+
+
+def window_noise(gen: torch.Generator, T: int, hw: tuple[int, int], n: int) -> tuple[Tensor, list[Tensor]]:
+    """One window's draws in the reference's order: an image-shaped draw it multiplies by 0, the
+    initial latent noise, then one draw per step -- all from one CPU generator."""
+    torch.randn((T, 3, *hw), generator=gen)
+    shape = (T, 4, hw[0] // 8, hw[1] // 8)
+    return torch.randn(shape, generator=gen), [torch.randn(shape, generator=gen) for _ in range(n)]
+
+
+def sample_window(model: SevaModel, p: dict, on_step=None, should_cancel=None) -> dict:
+    """One SEVA window from its payload: conditioning, the Euler-EDM sampler, decode.
+
+    Returns the decoded images (T, 3, H, W) on the CPU, the seconds spent and the generator state after."""
+    s = NovelViewSettings(**p["settings"])
+    dev, hw = model.device, tuple(p["hw"])
+    t0 = time.perf_counter()
+    latents = model.vae.encode(p["cond_imgs"])
+    clip = model.clip(p["cond_imgs"]).mean(0)
+    vae_s = time.perf_counter() - t0
+    uncond, cond, scales = window_conditioning(
+        p["c2ws"], p["Ks"], p["cond_mask"], latents.cpu(), clip.cpu(), p["all_c2ws"], hw, s.camera_scale, s.guider, s.cfg, s.cfg_min
+    )
+    sigmas = seva_schedule(s.steps)
+    gen = torch.Generator("cpu")
+    gen.set_state(p["rng"])
+    x0, draws = window_noise(gen, len(p["c2ws"]), hw, len(sigmas) - 1)
+    x = x0 * math.sqrt(1 + float(sigmas[0]) ** 2)
+
+    def noise(i: int, x: Tensor) -> Tensor:
+        if should_cancel is not None and should_cancel():
+            raise Cancelled(f"cancelled in {p['label']}, step {i + 1} of {s.steps}")
+        return draws[i].to(x.device)
+
+    t1 = time.perf_counter()
+    out = sample_euler_edm(SevaDenoiser(model.net), x.to(dev), sigmas.to(dev), uncond, cond, scales, noise, callback=on_step)
+    sample_s = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    images = model.vae.decode(out).cpu()
+    return {
+        "images": images,
+        "sample_s": sample_s,
+        "vae_s": vae_s + time.perf_counter() - t2,
+        "rng_after": gen.get_state(),
+        "label": p["label"],
+    }

@@ -180,10 +180,25 @@ async def _send_json(send, status: int, message: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def create_app(jobs_dir: str | Path, token: str | None = None, limits: Limits | None = None) -> FastAPI:
+@dataclass
+class RayOptions:
+    """Serve on a Ray cluster (``backend.cluster``): its address ("auto": the local one), actors (default:
+    one per GPU, or per node without GPUs), and how often a job lost with its actor is retried."""
+
+    address: str = "auto"
+    actors: int | None = None
+    retries: int = 1
+
+
+def create_app(jobs_dir: str | Path, token: str | None = None, limits: Limits | None = None, ray: RayOptions | None = None) -> FastAPI:
     limits = limits or Limits()
     store = JobStore(jobs_dir)
-    worker = Worker(store, limits.max_queue)
+    if ray is None:
+        worker = Worker(store, limits.max_queue)
+    else:
+        from ..cluster.dispatch import RayWorker
+
+        worker = RayWorker(store, limits.max_queue, ray.address, ray.actors, ray.retries)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

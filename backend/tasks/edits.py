@@ -21,18 +21,7 @@ def relight_text(spec: JobSpec, job: JobFolder, rep: Reporter, should_cancel, ca
     import numpy as np
     from PIL import Image
 
-    from ..models.editors.ic_light import load_ic_light
-
-    m = spec.models
-    ed = MODELS[m.editor or "ic-light-fc"]
-    ed_key = ed.key
-    # the toy editor is a whole pipeline of its own (merged UNet, text encoder, vae-toy)
-    base = "tiny" if ed.tiny else ed_key if ed.toy else m.local("ic-light-base", m.source)
-    rep.emit("loading", message=f"loading {ed_key}")
-    editor = cache.get(
-        ("editor", ed_key, base, m.paths.get(ed_key), m.dtype, m.device),
-        lambda: load_ic_light(ed.variant, base=base, offsets=ed_key, paths=m.paths, dtype=m.dtype, device=m.device),
-    )
+    ed_key, editor = load_ic_light_editor(spec, rep, cache)
     background = None
     if spec.edit.background:
         background = np.asarray(Image.open(job.input_path(spec.edit.background)).convert("RGB"), dtype=np.float64)
@@ -47,28 +36,28 @@ def relight_text(spec: JobSpec, job: JobFolder, rep: Reporter, should_cancel, ca
     return edit_views_job(spec, job, rep, should_cancel, cache, editor, ed_key, with_extras(extras), caption)
 
 
+def load_ic_light_editor(spec: JobSpec, rep: Reporter, cache: ModelCache):
+    from ..models.editors.ic_light import load_ic_light
+
+    m = spec.models
+    ed = MODELS[m.editor or "ic-light-fc"]
+    # the toy editor is a whole pipeline of its own (merged UNet, text encoder, vae-toy)
+    base = "tiny" if ed.tiny else ed.key if ed.toy else m.local("ic-light-base", m.source)
+    rep.emit("loading", message=f"loading {ed.key}")
+    return ed.key, cache.get(
+        ("editor", ed.key, base, m.paths.get(ed.key), m.dtype, m.device),
+        lambda: load_ic_light(ed.variant, base=base, offsets=ed.key, paths=m.paths, dtype=m.dtype, device=m.device),
+    )
+
+
 def stylize(spec: JobSpec, job: JobFolder, rep: Reporter, should_cancel, cache: ModelCache):
     import numpy as np
 
-    from ..jobs import Control
     from ..models.editors.control_images import control_image
-    from ..models.editors.controlnet import load_controlnet_editor
 
     e = spec.edit
-    controls = e.controls or [Control()]
-    kinds = [c.kind for c in controls]
-    m = spec.models
-    ed_key = m.editor or "sd15"
-    base = m.local(ed_key, m.source)
-    sources = {c.kind: c.source or m.paths.get(f"controlnet-{c.kind}") for c in controls}
-    sources = {k: v for k, v in sources.items() if v}
-    rep.emit("loading", message=f"loading {ed_key} + ControlNet {', '.join(kinds)}")
-    editor = cache.get(
-        ("controlnet", ed_key, base, tuple(kinds), tuple(sorted(sources.items())), spec.models.dtype, spec.models.device),
-        lambda: load_controlnet_editor(kinds, base=base, sources=sources, dtype=spec.models.dtype, device=spec.models.device),
-    )
-    # per-job settings on the warm editor
-    editor.scales, editor.start, editor.end, editor.strength = [c.scale for c in controls], e.control_start, e.control_end, e.strength
+    ed_key, editor = load_controlnet_editor(spec, rep, cache)
+    kinds = editor.kinds
 
     def load(path: str | None):
         return np.load(job.input_path(path)) if path else None
@@ -78,6 +67,27 @@ def stylize(spec: JobSpec, job: JobFolder, rep: Reporter, should_cancel, cache: 
         return {k: control_image(k, **passes) for k in kinds}
 
     return edit_views_job(spec, job, rep, should_cancel, cache, editor, ed_key, with_extras(extras), f"stylized: {e.prompt}")
+
+
+def load_controlnet_editor(spec: JobSpec, rep: Reporter, cache: ModelCache):
+    from ..jobs import Control
+    from ..models.editors.controlnet import load_controlnet_editor as load
+
+    e, m = spec.edit, spec.models
+    controls = e.controls or [Control()]
+    kinds = [c.kind for c in controls]
+    ed_key = m.editor or "sd15"
+    base = m.local(ed_key, m.source)
+    sources = {c.kind: c.source or m.paths.get(f"controlnet-{c.kind}") for c in controls}
+    sources = {k: v for k, v in sources.items() if v}
+    rep.emit("loading", message=f"loading {ed_key} + ControlNet {', '.join(kinds)}")
+    editor = cache.get(
+        ("controlnet", ed_key, base, tuple(kinds), tuple(sorted(sources.items())), m.dtype, m.device),
+        lambda: load(kinds, base=base, sources=sources, dtype=m.dtype, device=m.device),
+    )
+    # per-job settings on the warm editor
+    editor.scales, editor.start, editor.end, editor.strength = [c.scale for c in controls], e.control_start, e.control_end, e.strength
+    return ed_key, editor
 
 
 def with_extras(extras):
@@ -98,19 +108,11 @@ def relight_envmap(spec: JobSpec, job: JobFolder, rep: Reporter, should_cancel, 
 
     from .. import envmap
     from ..media import tensor_to_pil
-    from ..models.editors.neural_gaffer import load_neural_gaffer
     from ..pipelines.multiview_edit import EditView
     from ..pipelines.object_views import crop_K, crop_rgba, object_crop, paste_back
 
     e = spec.edit
-    m = spec.models
-    ed_key = m.editor or "neural-gaffer"
-    source, base = m.local(ed_key, m.source), m.local("zero123-xl")
-    rep.emit("loading", message=f"loading {ed_key}")
-    editor = cache.get(
-        ("neural_gaffer", ed_key, source, base, m.dtype, m.device),
-        lambda: load_neural_gaffer(source, base=base, dtype=m.dtype, device=m.device),
-    )
+    ed_key, editor = load_gaffer_editor(spec, rep, cache)
     lighting = envmap.Lighting(
         envmap.prepare(envmap.read_envmap(job.input_path(e.envmap)), e.envmap_strength), tuple(e.envmap_rotation), e.spin, e.spin_total
     )
@@ -136,21 +138,27 @@ def relight_envmap(spec: JobSpec, job: JobFolder, rep: Reporter, should_cancel, 
     return edit_views_job(spec, job, rep, should_cancel, cache, editor, ed_key, make_view, f"relit by {name}", finish)
 
 
+def load_gaffer_editor(spec: JobSpec, rep: Reporter, cache: ModelCache):
+    from ..models.editors.neural_gaffer import load_neural_gaffer
+
+    m = spec.models
+    ed_key = m.editor or "neural-gaffer"
+    source, base = m.local(ed_key, m.source), m.local("zero123-xl")
+    rep.emit("loading", message=f"loading {ed_key}")
+    return ed_key, cache.get(
+        ("neural_gaffer", ed_key, source, base, m.dtype, m.device),
+        lambda: load_neural_gaffer(source, base=base, dtype=m.dtype, device=m.device),
+    )
+
+
 def spatial_edit(spec: JobSpec, job: JobFolder, rep: Reporter, should_cancel, cache: ModelCache):
     import numpy as np
     from PIL import Image
 
     from ..coarse_edit import ObjectEdit, coarse_edit
-    from ..models.editors.magic_fixup import load_magic_fixup
     from ..pipelines.multiview_edit import EditView
 
-    ed_key = spec.models.editor or "magicfixup"
-    source = spec.models.local(ed_key, spec.models.source)
-    rep.emit("loading", message=f"loading {ed_key}")
-    editor = cache.get(
-        ("magicfixup", ed_key, source, spec.models.dtype, spec.models.device),
-        lambda: load_magic_fixup(source, dtype=spec.models.dtype, device=spec.models.device, log=lambda m: rep.emit("loading", message=m)),
-    )
+    ed_key, editor = load_fixup_editor(spec, rep, cache)
     edits = [ObjectEdit(o.index, np.array(o.delta), o.action) for o in spec.edit.objects]
     after_depth: dict[str, np.ndarray] = {}  # the geometry after the edit, for the consistency report
     extra_outputs: list[OutputFile] = []  # the coarse edits, one per view
@@ -171,6 +179,28 @@ def spatial_edit(spec: JobSpec, job: JobFolder, rep: Reporter, should_cancel, ca
         size=512,  # Magic Fixup's size: SEVA works there too, so both see the same pixels (square for Magic Fixup)
     )  # fmt: skip
     return outputs + extra_outputs, meta
+
+
+def load_fixup_editor(spec: JobSpec, rep: Reporter, cache: ModelCache):
+    from ..models.editors.magic_fixup import load_magic_fixup
+
+    m = spec.models
+    ed_key = m.editor or "magicfixup"
+    source = m.local(ed_key, m.source)
+    rep.emit("loading", message=f"loading {ed_key}")
+    return ed_key, cache.get(
+        ("magicfixup", ed_key, source, m.dtype, m.device),
+        lambda: load_magic_fixup(source, dtype=m.dtype, device=m.device, log=lambda msg: rep.emit("loading", message=msg)),
+    )
+
+
+# each multi-view edit task's editor, as its job loads it (a cluster helper loads the same one)
+EDITOR_LOADERS = {
+    "relight_text": load_ic_light_editor,
+    "stylize": load_controlnet_editor,
+    "relight_envmap": load_gaffer_editor,
+    "spatial_edit": load_fixup_editor,
+}
 
 
 def edit_views_job(spec, job, rep, should_cancel, cache, editor, ed_key: str, make_view, caption: str, finish=None, depths=None, size=None):
@@ -213,7 +243,7 @@ def edit_views_job(spec, job, rep, should_cancel, cache, editor, ed_key: str, ma
     def on_step(label, info) -> None:
         rep.emit("sampling", info.step, info.total, label, info.elapsed_s / info.step * (info.total - info.step))
 
-    res = edit_views(seva, editor, views, spec.reference_view, settings, callback=on_step, should_cancel=should_cancel)
+    res = edit_views(seva, editor, views, spec.reference_view, settings, callback=on_step, should_cancel=should_cancel, spread=cache.spread)
     rep.emit("writing")
     outputs, pils = [], []
     for i, (v, img) in enumerate(zip(spec.views, res.images, strict=True)):

@@ -60,7 +60,9 @@ def novel_views(spec: JobSpec, job: JobFolder, rep: Reporter, should_cancel, cac
     def on_step(label: str, i: int, n: int) -> None:
         rep.emit("sampling", i, n, label, None)
 
-    res = generate_views(model, inputs, [pv for _, pv in targets], settings, callback=on_step, should_cancel=should_cancel)
+    res = generate_views(
+        model, inputs, [pv for _, pv in targets], settings, callback=on_step, should_cancel=should_cancel, spread=cache.spread
+    )
     rep.emit("writing")
     outputs, pils = [], []
     for (v, _), img in zip(targets, res.images, strict=True):

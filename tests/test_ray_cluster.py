@@ -1,0 +1,217 @@
+"""Jobs on a real local Ray cluster: a head and a second node process (``ray start``), CPU actors, the
+job server over HTTP, the toy and tiny models. Jobs through Ray, a rig split over two actors equal to
+the single run, an actor killed mid-job, cancel, the token, ray-batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+ray = pytest.importorskip("ray", reason="Ray is in requirements.txt; `make test` installs it")
+
+from test_server import Server, free_port, spec, wait_for  # noqa: E402
+
+from backend.jobs import JobFolder, parse_spec  # noqa: E402
+from backend.runner import run_job  # noqa: E402
+from backend.server.store import JobStore  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RAY = str(Path(sys.executable).parent / "ray")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A head node and a second node on this machine, one CPU each (so one actor each)."""
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1"}
+    common = ["--num-cpus", "1", "--object-store-memory", str(200 << 20), "--disable-usage-stats"]
+    head = [RAY, "start", "--head", "--port", str(port), "--include-dashboard=false", *common]
+    subprocess.run(head, env=env, check=True, capture_output=True)
+    address = f"127.0.0.1:{port}"
+    subprocess.run([RAY, "start", "--address", address, *common], env=env, check=True, capture_output=True)
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    yield address
+    if ray.is_initialized():
+        ray.shutdown()
+    subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True)
+
+
+@pytest.fixture()
+def ray_worker(cluster, tmp_path):
+    from backend.cluster.dispatch import RayWorker
+
+    made = []
+
+    def make(retries: int = 1) -> tuple[RayWorker, JobStore]:
+        store = JobStore(tmp_path / f"store{len(made)}")
+        w = RayWorker(store, max_queue=8, address=cluster, actors=2, retries=retries)
+        w.start([])
+        made.append(w)
+        return w, store
+
+    yield make
+    for w in made:
+        w.stop()
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def submit(store: JobStore, worker, spec_dict: dict, files: dict | None = None) -> str:
+    job_id, tmp = store.incoming()
+    inputs = store.upload_dir(tmp)
+    inputs.mkdir(parents=True)
+    for name, src in (files or {}).items():
+        (inputs / name).write_bytes(Path(src).read_bytes())
+    store.commit(job_id, tmp, parse_spec(spec_dict))
+    worker.enqueue(job_id)
+    return job_id
+
+
+def finished(store: JobStore, job_id: str, timeout: float = 300):
+    wait_for(lambda: store.folder(job_id).result() is not None, timeout=timeout, every=0.2)
+    return store.folder(job_id).result()
+
+
+def toy_rig(tmp_path: Path, task: str, n_views: int = 16) -> tuple[dict, dict]:
+    """A toy scene seen by ``n_views`` cameras (two or more SEVA windows of 8), as a job spec + files."""
+    from backend.toyworld.evaluate import make_scene
+
+    sc = make_scene(3, n_views=n_views)
+    views, files = [], {}
+    for i, (rgba, K, c2w) in enumerate(zip(sc.rgba, sc.K, sc.c2w, strict=True)):
+        Image.fromarray(np.round(rgba).astype(np.uint8), "RGBA").save(tmp_path / f"v{i}.png")
+        files[f"v{i}.png"] = tmp_path / f"v{i}.png"
+        views.append({"name": f"cam {i}", "width": 128, "height": 128, "K": K.tolist(), "c2w": c2w.tolist(), "image": f"v{i}.png"})
+    s = {"task": task, "views": views, "models": {"multiview": "seva-toy"}, "sampling": {"steps": 3, "seed": 4}}
+    if task == "novel_views":
+        for v in views[1:]:
+            del v["image"]
+        files = {"v0.png": files["v0.png"]}
+    else:
+        s["models"]["editor"] = "ic-light-toy"
+        s["edit"] = {"prompt": "warm light from the left"}
+    return s, files
+
+
+@pytest.mark.parametrize("task", ["novel_views", "relight_text"])
+def test_a_rig_split_over_two_actors_equals_the_single_run(ray_worker, tmp_path, task):
+    s, files = toy_rig(tmp_path, task)
+    worker, store = ray_worker()
+    job_id = submit(store, worker, s, files)
+    res = finished(store, job_id)
+    assert res.status == "done", res.error
+    log = [json.loads(line) for line in store.folder(job_id).log_path.read_text().splitlines()]
+    assert any("1 more actor(s) share its windows" in e["message"] for e in log)
+    assert sum(a["windows"] for a in worker.actors()) >= 1  # a helper really ran windows
+    local = JobFolder.create(tmp_path / "local", parse_spec(s), files)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the actors run (one CPU each): other thread counts round differently
+    try:
+        assert run_job(local).status == "done"
+    finally:
+        torch.set_num_threads(threads)
+    images = [o.path for o in res.outputs if o.kind == "image" and o.role in ("result", "reference_edit")]
+    assert len(images) >= 15
+    for rel in images:
+        a = np.asarray(Image.open(store.folder(job_id).root / rel))
+        b = np.asarray(Image.open(local.root / rel))
+        assert np.array_equal(a, b), rel
+
+
+def _actor_of(worker, job_id: str) -> int:
+    return wait_for(lambda: next((a["pid"] for a in worker.actors() if a["job"] == job_id and a["alive"]), None), timeout=60)
+
+
+def all_alive(worker) -> list[dict]:
+    """The actors, once every lost one has been replaced."""
+
+    def check():
+        actors = worker.actors()
+        return actors if all(a["alive"] for a in actors) else None
+
+    return wait_for(check, timeout=60, every=0.2)
+
+
+def _sampling(store: JobStore, job_id: str, after: int = 0) -> bool:
+    events = store.folder(job_id).events()[after:]
+    return any(e.stage == "sampling" for e in events)
+
+
+def test_an_actor_killed_mid_job_is_retried_once_then_the_job_is_interrupted(ray_worker):
+    worker, store = ray_worker(retries=1)
+    job_id = submit(store, worker, spec(steps=150))
+    wait_for(lambda: _sampling(store, job_id), timeout=120, every=0.1)
+    first = _actor_of(worker, job_id)
+    os.kill(first, signal.SIGKILL)
+    res = finished(store, job_id)
+    assert res.status == "done", res.error  # the retry ran to the end, on another actor
+    events = store.folder(job_id).events()
+    assert sum(e.stage == "done" for e in events) == 1 and events[-1].stage == "done"
+    assert any("was lost mid-job; retrying on another actor" in e.message for e in events)
+    assert first not in [a["pid"] for a in all_alive(worker)]  # the dead actor was replaced
+    # lost again on its retry: interrupted, never done
+    job2 = submit(store, worker, spec(steps=1000))
+    for _ in range(2):
+        n = len(store.folder(job2).events())
+        wait_for(lambda n=n: _sampling(store, job2, n), timeout=120, every=0.1)
+        os.kill(_actor_of(worker, job2), signal.SIGKILL)
+    res2 = finished(store, job2)
+    assert res2.status == "interrupted" and "lost mid-job (2 attempts)" in res2.error
+    assert len(all_alive(worker)) == 2 and worker.alive
+
+
+def test_jobs_over_http_through_ray_with_cancel_and_token(cluster, tmp_path):
+    srv = Server(tmp_path / "jobs", token="s3cret-token-for-tests-only", extra=["--ray", cluster, "--ray-actors", "2"]).start()
+    try:
+        c = srv.client()
+        assert c.check_version()["status"] == "ok"
+        with pytest.raises(Exception, match="401|token"):
+            srv.client(token=None).jobs()
+        ids = [c.submit(spec(steps=3, seed=k)) for k in range(3)]
+        long_id = c.submit(spec(steps=1000))
+        for job_id in ids:
+            assert c.wait(job_id)["status"] == "done"
+        wait_for(lambda: (c.status(long_id)["progress"] or {}).get("stage") == "sampling", timeout=120)
+        c.cancel(long_id)
+        res = c.wait(long_id)
+        assert res["status"] == "cancelled" and "cancelled before step" in res["error"]
+        # bit for bit the in-process result
+        remote = tmp_path / "remote"
+        c.download(ids[1], remote)
+        local = JobFolder.create(tmp_path / "local", parse_spec(spec(steps=3, seed=1)))
+        assert run_job(local).status == "done"
+        for rel in ("outputs/side_by_side.png",):
+            assert np.array_equal(np.asarray(Image.open(remote / rel)), np.asarray(Image.open(local.root / rel)))
+        for job_id in ids:  # every job's log says where it ran
+            assert "on Ray actor pid" in (tmp_path / "jobs" / job_id / "log").read_text()
+    finally:
+        srv.stop()
+
+
+def test_ray_batch_runs_a_folder_of_jobs_and_resumes(cluster, tmp_path):
+    jobs = tmp_path / "batch"
+    for k in range(3):
+        JobFolder.create(jobs / f"object_{k}", parse_spec(spec(steps=2, seed=k)))
+    (jobs / "notes").mkdir()  # not a job folder: ignored
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "backend", "ray-batch", str(jobs), "--ray", cluster, "--actors", "2"]
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "3 of 3 jobs to run" in r.stdout and "3/3 jobs" in r.stdout and "3 jobs in" in r.stdout and "3 done" in r.stdout
+    for k in range(3):
+        res = json.loads((jobs / f"object_{k}" / "result.json").read_text())
+        assert res["status"] == "done" and (jobs / f"object_{k}" / "outputs/side_by_side.png").exists()
+    again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "0 of 3 jobs to run (3 finished before)" in again.stdout
+    assert time.perf_counter() - t0 < 600
