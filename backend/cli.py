@@ -105,12 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-queue", type=int, default=32, help="jobs waiting at most; more are refused with 429")
     sv.add_argument("--max-request-mb", type=int, default=2048, help="largest submission in MiB")
     sv.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
-    sv.add_argument("--ray", metavar="ADDRESS", default=None, help="run jobs on a Ray cluster: its address, or auto (docs/cluster.md)")
+    sv.add_argument("--ray", metavar="ADDRESS", default=None, help="jobs on Ray: ADDRESS, auto or local (docs/cluster.md)")
     sv.add_argument("--ray-actors", type=int, default=None, help="actors to start (default: one per GPU, or per node without GPUs)")
     sv.add_argument("--ray-retries", type=int, default=1, help="times a job lost with its actor is run again before it ends interrupted")
     rb = sub.add_parser("ray-batch", help="run a folder of job folders on a Ray cluster, with progress and a summary")
     rb.add_argument("jobs_dir", help="a folder of job folders (job.json + inputs/ each); finished ones are skipped")
-    rb.add_argument("--ray", metavar="ADDRESS", default="auto", help="the cluster's address, or auto")
+    rb.add_argument("--ray", metavar="ADDRESS", default="auto", help="the cluster's address, auto (the running one) or local")
     rb.add_argument("--actors", type=int, default=None, help="actors to start (default: one per GPU, or per node without GPUs)")
     rb.add_argument("--retries", type=int, default=1)
     rb.add_argument("--rerun", action="store_true", help="run finished jobs again too (their old results are replaced)")
@@ -463,7 +463,10 @@ def main(argv: list[str] | None = None) -> int:
         if a.command == "ray-batch":
             from .cluster.batch import run_batch
 
-            return run_batch(Path(a.jobs_dir), a.ray, a.actors, a.retries, a.rerun)
+            try:
+                return run_batch(Path(a.jobs_dir), a.ray, a.actors, a.retries, a.rerun)
+            except (ConnectionError, FileNotFoundError) as e:
+                raise CliError(str(e)) from None
     except (JobSpecError, CliError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

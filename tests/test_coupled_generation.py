@@ -216,9 +216,10 @@ def test_cli_help_lists_only_working_subcommands():
     assert r.returncode == 0
     listed = set(r.stdout.split("{", 1)[1].split("}", 1)[0].split(","))
     # every one of these is exercised end to end (novel-views in test_novel_views.py, models in test_models_list.py,
-    # serve in test_server.py, doctor in test_envsetup.py, eval-toy in test_toy_models.py)
+    # serve in test_server.py, doctor in test_envsetup.py, eval-toy in test_toy_models.py, ray-batch in test_ray_cluster.py)
     assert listed == {
-        "couple-images", "couple-videos", "novel-views", "run-job", "validate-job", "models", "schema", "serve", "doctor", "eval-toy"
+        "couple-images", "couple-videos", "novel-views", "run-job", "validate-job", "models", "schema", "serve", "doctor", "eval-toy",
+        "ray-batch",
     }  # fmt: skip
 
 

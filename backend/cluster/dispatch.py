@@ -53,8 +53,15 @@ class RayWorker:
     def start(self, recovered: list[str]) -> None:
         import ray
 
-        if not ray.is_initialized():
-            ray.init(address=self.address, namespace="coupled-edit", logging_level="ERROR", log_to_driver=False)
+        if not ray.is_initialized():  # "local": a Ray instance of this process's own, every local GPU
+            address = None if self.address == "local" else self.address
+            try:
+                ray.init(address=address, namespace="coupled-edit", logging_level="ERROR", log_to_driver=False)
+            except ConnectionError as e:
+                raise ConnectionError(
+                    f"no Ray cluster at {self.address!r} ({e}); start one (`ray start --head`, docs/cluster.md) "
+                    "or give --ray local for a Ray instance inside this process"
+                ) from e
         gpus = int(ray.cluster_resources().get("GPU", 0))
         nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
         count = self.n_actors or gpus or nodes
@@ -68,7 +75,7 @@ class RayWorker:
     def _new_slot(self) -> _Slot:
         import ray
 
-        cls = remote_actor_class(1 if self._gpu else 0, 0 if self._gpu else 1)
+        cls = remote_actor_class(num_gpus=1 if self._gpu else 0, num_cpus=1)
         handle = cls.options(scheduling_strategy="SPREAD").remote()
         return _Slot(handle, ray.get(handle.info.remote(), timeout=120))
 
