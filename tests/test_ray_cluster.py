@@ -114,18 +114,40 @@ def test_a_rig_split_over_two_actors_equals_the_single_run(ray_worker, tmp_path,
     assert any("1 more actor(s) share its windows" in e["message"] for e in log)
     assert sum(a["windows"] for a in worker.actors()) >= 1  # a helper really ran windows
     local = JobFolder.create(tmp_path / "local", parse_spec(s), files)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the actors run (one CPU each): other thread counts round differently
-    try:
-        assert run_job(local).status == "done"
-    finally:
-        torch.set_num_threads(threads)
+    assert run_here_single_threaded(local).status == "done"
     images = [o.path for o in res.outputs if o.kind == "image" and o.role in ("result", "reference_edit")]
     assert len(images) >= 15
     for rel in images:
         a = np.asarray(Image.open(store.folder(job_id).root / rel))
         b = np.asarray(Image.open(local.root / rel))
         assert np.array_equal(a, b), rel
+
+
+def run_here_single_threaded(folder: JobFolder):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the actors run (one CPU each): other thread counts round differently
+    try:
+        return run_job(folder)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_a_job_that_arrives_takes_a_lent_actor_back_and_the_split_job_still_matches(ray_worker, tmp_path):
+    s, files = toy_rig(tmp_path, "novel_views", n_views=24)
+    s["sampling"]["steps"] = 12
+    worker, store = ray_worker()
+    big = submit(store, worker, s, files)
+    wait_for(lambda: any(a["lent_to"] == big for a in worker.actors()), timeout=60, every=0.1)
+    small = submit(store, worker, spec(steps=2))
+    res_small, res_big = finished(store, small), finished(store, big)
+    assert res_small.status == res_big.status == "done", (res_small.error, res_big.error)
+    assert res_small.started_at < res_big.finished_at  # it did not wait for the big job
+    local = JobFolder.create(tmp_path / "local", parse_spec(s), files)
+    assert run_here_single_threaded(local).status == "done"
+    for o in res_big.outputs:
+        if o.kind == "image" and o.role == "result":
+            a = np.asarray(Image.open(store.folder(big).root / o.path))
+            assert np.array_equal(a, np.asarray(Image.open(local.root / o.path))), o.path
 
 
 def _actor_of(worker, job_id: str) -> int:

@@ -24,6 +24,10 @@ from ..model_cache import ModelCache
 DONE = object()
 
 
+class HelperWithdrawn(RuntimeError):
+    """The actor was taken back for a job of its own before this window started; run it elsewhere."""
+
+
 class JobActor:
     """Wrapped with ``ray.remote`` by ``remote_actor_class`` (ray stays an optional dependency)."""
 
@@ -32,6 +36,8 @@ class JobActor:
         self.cancels: dict[str, threading.Event] = {}
         self.scratch = Path(tempfile.mkdtemp(prefix="coupled-edit-actor-"))
         self.counts = {"jobs": 0, "windows": 0}  # what this actor ran: jobs, and windows for other actors' jobs
+        self.lent_to: str | None = None  # the job whose windows it may run
+        self.busy = threading.Lock()  # one job or one window at a time
 
     def info(self) -> dict:
         import ray
@@ -49,10 +55,15 @@ class JobActor:
     def release(self) -> None:
         self.cache.clear()
 
+    def lend(self, job_id: str | None) -> None:
+        """From now on run windows of ``job_id`` (None: of no job)."""
+        self.lent_to = job_id
+
     def run(self, job_id: str, spec_text: str, files: dict[str, bytes], helpers: list):
         """A streaming generator: ("event", ProgressEvent JSON)..., then ("result", JobResult JSON, {outputs path: bytes}, traceback)."""
         from ..runner import run_job
 
+        self.lent_to = None  # windows not yet started for another job go back to it
         cancel = self.cancels.setdefault(job_id, threading.Event())
         self.counts["jobs"] += 1
         root = self.scratch / job_id
@@ -62,9 +73,10 @@ class JobActor:
         box: dict = {}
 
         def work() -> None:
-            self.cache.spread = ClusterSpread(helpers, job_id, spec_text, cancel.is_set) if helpers else _in_order()
             try:
-                box["result"] = run_job(job, lambda ev: events.put(ev.model_dump_json()), cancel.is_set, self.cache)
+                with self.busy:  # a window this actor was still running for another job ends first
+                    self.cache.spread = ClusterSpread(helpers, job_id, spec_text, cancel.is_set) if helpers else _in_order()
+                    box["result"] = run_job(job, lambda ev: events.put(ev.model_dump_json()), cancel.is_set, self.cache)
             finally:
                 self.cache.spread = _in_order()
                 events.put(DONE)
@@ -87,13 +99,18 @@ class JobActor:
         from ..tasks.windows import run_window
 
         cancel = self.cancels.setdefault(job_id, threading.Event())
-        self.counts["windows"] += 1
-        self.cache.begin_job()
-        return run_window(kind, parse_spec(spec_text), payload, self.cache, cancel.is_set)
+        with self.busy:
+            if self.lent_to != job_id:
+                raise HelperWithdrawn(f"this actor now runs a job of its own; window of job {job_id} refused")
+            self.counts["windows"] += 1
+            self.cache.begin_job()
+            return run_window(kind, parse_spec(spec_text), payload, self.cache, cancel.is_set)
 
     def forget(self, job_id: str) -> None:
         """The job this actor helped with has ended: drop its cancel flag."""
         self.cancels.pop(job_id, None)
+        if self.lent_to == job_id:
+            self.lent_to = None
 
 
 def _in_order():
@@ -105,7 +122,8 @@ def _in_order():
 class ClusterSpread:
     """Windows 0, n, 2n, ... run here; the others go round the ``helpers`` (n = 1 + helpers).
 
-    A helper that dies mid-window costs time, not the result: its window is run here instead."""
+    A helper that dies mid-window, or was taken back for a job of its own (``HelperWithdrawn``), costs
+    time, not the result: its window is run here instead."""
 
     def __init__(self, helpers: list, job_id: str, spec_text: str, should_cancel) -> None:
         self.helpers, self.job_id, self.spec_text, self.should_cancel = helpers, job_id, spec_text, should_cancel
@@ -123,7 +141,7 @@ class ClusterSpread:
             for i, ref in away.items():
                 try:
                     results[i] = ray.get(ref)
-                except ray.exceptions.RayActorError:
+                except (ray.exceptions.RayActorError, HelperWithdrawn):
                     results[i] = run_here(payloads[i])
         except BaseException:
             for h in self.helpers:  # cancelled or failed here: stop the helpers' windows too

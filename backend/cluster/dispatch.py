@@ -2,7 +2,8 @@
 
 FIFO with the server's queue limit. One actor per GPU (``num_gpus=1``; on a CPU-only cluster one per
 node), each keeping its models warm. A job whose windows can be spread (novel views, multi-view
-edits) is lent the idle actors as helpers when nothing else waits. Cancel reaches the actor between
+edits) is lent the idle actors as helpers when nothing else waits; a job that arrives later takes a
+lent actor back (its windows not yet started return to the job's own actor). Cancel reaches the actor between
 steps. An actor that dies takes its job with it: the job is retried once on another actor (a fresh
 one replaces the dead), else it ends ``interrupted`` -- never ``done``. Only the head writes the job
 store, and a job's result exactly once.
@@ -27,7 +28,8 @@ SPREADABLE = ("novel_views", "relight_text", "stylize", "relight_envmap", "spati
 class _Slot:
     handle: object
     info: dict
-    job: str | None = None  # the job it runs or helps with
+    job: str | None = None  # the job it runs
+    lent: str | None = None  # the job whose windows it may run meanwhile (taken back when a job waits)
 
 
 @dataclass
@@ -91,16 +93,27 @@ class RayWorker:
                 stats = ray.get(s.handle.stats.remote(), timeout=30) | {"alive": True}
             except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
                 stats = {"alive": False}  # lost; replaced when its job has been dealt with
-            out.append(s.info | {"job": s.job} | stats)
+            out.append(s.info | {"job": s.job, "lent_to": s.lent} | stats)
         return out
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 30) -> None:
+        """Cancel the running jobs, wait for their results (up to ``timeout``), then end the actors."""
+        import ray
+
         with self._cond:
             self._stopping = True
             for job_id in list(self._runs):
                 self._cancel_running(job_id)
             self._cond.notify_all()
-        self._thread.join(timeout=30)
+        self._thread.join(timeout=timeout)
+        with self._cond:
+            self._cond.wait_for(lambda: not self._runs, timeout=timeout)
+            slots = list(self._slots)
+        for s in slots:
+            try:
+                ray.kill(s.handle)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
 
     # -- the queue (server.worker.Worker's interface) ------------------------------------------------
     def queue_full(self) -> bool:
@@ -154,7 +167,7 @@ class RayWorker:
     def release_models(self) -> bool:
         """Frees the idle actors' models now (True when every actor was idle)."""
         with self._cond:
-            idle = [s for s in self._slots if s.job is None]
+            idle = [s for s in self._slots if s.job is None and s.lent is None]
             for s in idle:
                 s.handle.release.remote()
             return len(idle) == len(self._slots)
@@ -168,14 +181,26 @@ class RayWorker:
                         self._cond.wait()
                     if self._stopping:
                         return
-                    job_id = self._pending.popleft()
-                    idle = [i for i, s in enumerate(self._slots) if s.job is None]
-                    run = _Run(idle[0])
+                    job_id, run = self._pending.popleft(), None
+                    free = [i for i, s in enumerate(self._slots) if s.job is None and s.lent is None]
+                    lent = [i for i, s in enumerate(self._slots) if s.job is None and s.lent is not None]
+                    if free:
+                        run = _Run(free[0])
+                    else:  # take a helper back from the job it was lent to
+                        run = _Run(lent[0])
+                        owner = self._runs.get(self._slots[run.primary].lent)
+                        if owner is not None and run.primary in owner.helpers:
+                            owner.helpers.remove(run.primary)
+                        self._slots[run.primary].lent = None
                     if not self._pending and self._spreadable(job_id):
-                        run.helpers = idle[1:]  # nothing else waits: the idle GPUs share this job's windows
-                    for i in [run.primary, *run.helpers]:
-                        self._slots[i].job = job_id
+                        run.helpers = free[1:]  # nothing else waits: the idle actors share this job's windows
+                    self._slots[run.primary].job = job_id
+                    for i in run.helpers:
+                        self._slots[i].lent = job_id
                     self._runs[job_id] = run
+                    lend = [self._slots[i].handle for i in run.helpers]
+                for h in lend:  # before the job can send them windows
+                    _ask(h.lend.remote(job_id))
                 threading.Thread(target=self._run, args=(job_id, run), name=f"ray-job-{job_id[:8]}", daemon=True).start()
         except BaseException as e:
             self.death = f"{type(e).__name__}: {e}"
@@ -272,7 +297,9 @@ class RayWorker:
         """The job's actors go back to the pool; dead ones (the primary, a helper) are replaced."""
         import ray
 
-        for i in [run.primary, *run.helpers]:
+        with self._cond:
+            helpers = [i for i in run.helpers if self._slots[i].lent == job_id]
+        for i in [run.primary, *helpers]:
             dead = i == run.primary and replace_primary
             if not dead:
                 try:
@@ -286,9 +313,23 @@ class RayWorker:
                     log.exception("could not replace a lost actor")
                     continue
             with self._cond:
-                self._slots[i].job = None
+                slot = self._slots[i]
+                if i == run.primary:
+                    slot.job = None
+                elif slot.lent == job_id:
+                    slot.lent = None
         with self._cond:
             self._runs.pop(job_id, None)
             if job_id not in self._pending:
                 self._attempts.pop(job_id, None)
             self._cond.notify_all()
+
+
+def _ask(ref, timeout: float = 60) -> None:
+    """Wait for an actor's answer; a lost actor shows up when its job runs."""
+    import ray
+
+    try:
+        ray.get(ref, timeout=timeout)
+    except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+        log.warning("an actor did not answer; it is replaced when its job ends")
