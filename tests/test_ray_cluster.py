@@ -4,9 +4,11 @@ the single run, an actor killed mid-job, cancel, the token, ray-batch."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -31,19 +33,50 @@ RAY = str(Path(sys.executable).parent / "ray")
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    """A head node and a second node on this machine, one CPU each (so one actor each)."""
+    """A head node and a second node on this machine, one CPU each (so one actor each).
+
+    Each ``ray start --block`` runs in a process group of its own and is ended with it: ``ray stop``
+    would end every Ray cluster of the machine, a developer's own too."""
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1"}
-    common = ["--num-cpus", "1", "--object-store-memory", str(200 << 20), "--disable-usage-stats"]
-    head = [RAY, "start", "--head", "--port", str(port), "--include-dashboard=false", *common]
-    subprocess.run(head, env=env, check=True, capture_output=True)
     address = f"127.0.0.1:{port}"
-    subprocess.run([RAY, "start", "--address", address, *common], env=env, check=True, capture_output=True)
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    yield address
-    if ray.is_initialized():
-        ray.shutdown()
-    subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1"}
+    common = ["--num-cpus", "1", "--object-store-memory", str(200 << 20), "--disable-usage-stats", "--block"]
+    logs = tmp_path_factory.mktemp("ray")
+    nodes: list[subprocess.Popen] = []
+
+    def node(*args: str) -> None:
+        out = (logs / f"node{len(nodes)}.log").open("wb")
+        cmd = [RAY, "start", *args, *common]
+        nodes.append(subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
+
+    try:
+        node("--head", "--port", str(port), "--include-dashboard=false")
+        wait_for(lambda: _accepts(port), timeout=60, every=0.2)
+        node("--address", address)
+        wait_for(lambda: _alive_nodes(address) == 2, timeout=90, every=0.5)
+        os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+        yield address
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        for proc in reversed(nodes):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _accepts(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _alive_nodes(address: str) -> int:
+    code = f"import ray; ray.init(address={address!r}, logging_level='ERROR'); print(sum(n['Alive'] for n in ray.nodes()))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    return int(r.stdout.strip() or 0) if r.returncode == 0 else 0
 
 
 @pytest.fixture()
@@ -103,9 +136,11 @@ def toy_rig(tmp_path: Path, task: str, n_views: int = 16) -> tuple[dict, dict]:
     return s, files
 
 
-@pytest.mark.parametrize("task", ["novel_views", "relight_text"])
+@pytest.mark.parametrize("task", ["novel_views", "novel_views two-pass", "relight_text"])
 def test_a_rig_split_over_two_actors_equals_the_single_run(ray_worker, tmp_path, task):
-    s, files = toy_rig(tmp_path, task)
+    s, files = toy_rig(tmp_path, task.split()[0])
+    if task.endswith("two-pass"):  # anchors first on the job's own actor, then the windows in parallel
+        s["multiview"] = {"passes": 2}
     worker, store = ray_worker()
     job_id = submit(store, worker, s, files)
     res = finished(store, job_id)
