@@ -1,0 +1,149 @@
+"""One table of speed modes for the coupled 21-view edit (IC-Light fc x SEVA), each against bf16 eager.
+
+    python bench/speed_modes.py --out speed.json                      # GPU, random weights at the real shapes
+    python bench/speed_modes.py --tiny --device cpu --views 4 --size 64 --steps 3     # plumbing check on a CPU
+
+Every mode runs in a process of its own (a fresh process is what a user's first job sees): a 2-step
+warm-up (compiling, when the mode compiles), then the timed edit; the final images are compared with
+the reference mode's (relative L2 error). Modes:
+
+- ``eager``: bf16 (fp32 on a CPU), the reference;
+- ``compile-cold``: SEVA's network and the editor's UNet ``torch.compile``d, nothing cached;
+- ``compile-warm``: the same in a new process with an empty inductor folder, after loading the
+  artefacts ``compile-cold`` saved (``backend.compile_cache``): the warm-up a restarted server pays.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+MODES = ("eager", "compile-cold", "compile-warm")
+
+
+def build_models(tiny: bool, device: torch.device, dtype: torch.dtype):
+    from backend.models.editors.ic_light import load_ic_light
+    from backend.models.seva.encoders import tiny_seva
+
+    if tiny:
+        return tiny_seva(device=device), load_ic_light("fc", base="tiny", dtype="float32", device=str(device))
+    from diffusers import AutoencoderKL
+    from relight_bench import random_ic_light
+    from seva_bench import CLIP_H14, SD21_VAE, build
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from backend.models.seva import SevaConfig, SevaNet
+    from backend.models.seva.encoders import ClipConditioner, SevaModel, SevaVAE
+
+    torch.manual_seed(0)
+    net = build(lambda: SevaNet(SevaConfig()), device, dtype)
+    vae = build(lambda: AutoencoderKL(**SD21_VAE), device, torch.float32)
+    clip = build(lambda: CLIPVisionModelWithProjection(CLIPVisionConfig(**CLIP_H14)), device, dtype)
+    return SevaModel(net, SevaVAE(vae), ClipConditioner(clip), ["random weights"], {}), random_ic_light(device, dtype)
+
+
+def worker(a: argparse.Namespace) -> None:
+    """One mode in this process: prints a JSON line, writes the images to ``a.images``."""
+    from relight_bench import make_views
+
+    from backend.compile_cache import CompileCache
+    from backend.models.seva.cameras import orbit
+    from backend.pipelines.multiview_edit import EditSettings, edit_views
+
+    device = torch.device(a.device)
+    cuda = device.type == "cuda"
+    dtype = torch.bfloat16 if cuda else torch.float32
+    torch.backends.cudnn.benchmark = True
+    seva, editor = build_models(a.tiny, device, dtype)
+    cache = CompileCache(f"bench-iclight-{a.views}x{a.size}{'-tiny' if a.tiny else ''}")
+    loaded = 0
+    if a.mode.startswith("compile"):
+        loaded = cache.load()
+        seva.net = torch.compile(seva.net)
+        editor.pipe.unet = torch.compile(editor.pipe.unet)
+    start = torch.eye(4)
+    start[2, 3] = -4
+    c2w = orbit(start, torch.zeros(3), torch.tensor([0.0, -1.0, 0.0]), a.views).numpy()
+    S = a.size
+    K = np.array([[S * 1.0, 0, S / 2], [0, S * 1.0, S / 2], [0, 0, 1]])
+    views = make_views("iclight", a.views, S, c2w, K)
+    s = EditSettings(prompt="beach sunset lighting", steps=a.steps, T=min(21, a.views), size=S, lam=0.015, cfg_editor=2.0)
+
+    def timed(fn):
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter()
+        out = fn()
+        if cuda:
+            torch.cuda.synchronize()
+        return out, time.perf_counter() - t0, torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
+
+    _, warm_s, _ = timed(lambda: edit_views(seva, editor, views, 0, EditSettings(**(s.__dict__ | {"steps": 2}))))
+    saved = cache.save() if a.mode == "compile-cold" else False
+    res, total_s, peak = timed(lambda: edit_views(seva, editor, views, 0, s))
+    np.save(a.images, torch.stack(res.images).float().numpy())
+    print(json.dumps({"mode": a.mode, "warmup_s": warm_s, "total_s": total_s, "s_per_step": total_s / a.steps, "peak_gib": peak,
+                      "artefacts_loaded": loaded, "artefacts_saved": saved}))  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--tiny", action="store_true", help="tiny random models (a plumbing check, not a measurement)")
+    ap.add_argument("--views", type=int, default=21)
+    ap.add_argument("--size", type=int, default=576)
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--out", default="")
+    ap.add_argument("--mode", help=argparse.SUPPRESS)  # the worker process
+    ap.add_argument("--images", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.mode:
+        return worker(a)
+    work = Path(tempfile.mkdtemp(prefix="speed-modes-"))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COUPLED_EDIT_CACHE": str(work / "cache")}
+    rows = []
+    for mode in a.modes.split(","):
+        images = work / f"{mode}.npy"
+        cmd = [sys.executable, __file__, "--mode", mode, "--images", str(images), "--device", a.device, "--views", str(a.views),
+               "--size", str(a.size), "--steps", str(a.steps)] + (["--tiny"] if a.tiny else [])  # fmt: skip
+        # every mode gets an empty inductor folder: only compile-warm's loaded artefacts can spare it compiling
+        r = subprocess.run(cmd, env=env | {"TORCHINDUCTOR_CACHE_DIR": str(work / f"inductor-{mode}")}, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise SystemExit(f"mode {mode} failed:\n{r.stderr[-4000:]}")
+        row = json.loads(r.stdout.strip().splitlines()[-1])
+        ref = np.load(work / f"{rows[0]['mode'] if rows else mode}.npy")
+        got = np.load(images)
+        row["error_vs_reference"] = float(np.linalg.norm(got - ref) / max(np.linalg.norm(ref), 1e-12))
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    dev = torch.cuda.get_device_name() if a.device == "cuda" else "cpu"
+    ref_name = "bf16 eager" if a.device == "cuda" else "fp32 eager"
+    print(f"\n{dev}, {a.views} views, {a.size}², {a.steps} steps{' (TINY models)' if a.tiny else ''}; error: relative L2 vs {ref_name}")
+    print("| mode | s/step | total s | warm-up s (2 steps) | peak GiB | error vs reference |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        cells = [r["mode"], f"{r['s_per_step']:.3f}", f"{r['total_s']:.2f}", f"{r['warmup_s']:.1f}", f"{r['peak_gib']:.2f}"]
+        print("| " + " | ".join([*cells, f"{r['error_vs_reference']:.2e}"]) + " |")
+    if a.out:
+        meta = {"device": dev, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "tiny": a.tiny, "views": a.views,
+                "size": a.size, "steps": a.steps}  # fmt: skip
+        Path(a.out).write_text(json.dumps({"settings": meta, "rows": rows}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
