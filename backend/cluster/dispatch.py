@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from ..jobs import JobResult, ProgressEvent
 from ..server.store import FINAL, JobStore, UnknownJob
+from ..server.worker import WaitingJobs
 from .actor import remote_actor_class
 
 log = logging.getLogger(__name__)
@@ -39,14 +40,14 @@ class _Run:
     cancelled: bool = False
 
 
-class RayWorker:
+class RayWorker(WaitingJobs):
     def __init__(self, store: JobStore, max_queue: int = 32, address: str = "auto", actors: int | None = None, retries: int = 1) -> None:
         self.store, self.max_queue, self.address, self.n_actors, self.retries = store, max_queue, address, actors, retries
         self._pending: deque[str] = deque()
         self._attempts: dict[str, int] = {}
         self._runs: dict[str, _Run] = {}
         self._slots: list[_Slot] = []
-        self._cond = threading.Condition()
+        self._cond = self._guard = threading.Condition()
         self._stopping = False
         self.death: str | None = None
         self._thread = threading.Thread(target=self._loop, name="coupled-edit-ray-dispatch", daemon=True)
@@ -116,24 +117,10 @@ class RayWorker:
                 pass
 
     # -- the queue (server.worker.Worker's interface) ------------------------------------------------
-    def queue_full(self) -> bool:
-        with self._cond:
-            return len(self._pending) >= self.max_queue
-
     def enqueue(self, job_id: str, force: bool = False) -> None:
         with self._cond:
-            if not force and len(self._pending) >= self.max_queue:
-                raise OverflowError(f"the queue is full ({self.max_queue} jobs waiting); try again when one has finished")
-            self._pending.append(job_id)
+            self._add(job_id, force)
             self._cond.notify_all()
-
-    def position(self, job_id: str) -> int | None:
-        with self._cond:
-            return self._pending.index(job_id) + 1 if job_id in self._pending else None
-
-    def queued(self) -> int:
-        with self._cond:
-            return len(self._pending)
 
     @property
     def current(self) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import MutableSequence
 
 from ..model_cache import ModelCache
 from ..runner import run_job
@@ -13,7 +14,34 @@ from .store import JobStore, UnknownJob
 log = logging.getLogger(__name__)
 
 
-class Worker:
+class WaitingJobs:
+    """The jobs waiting to run, in order, under the server's queue limit: what every worker (this one,
+    ``cluster.dispatch.RayWorker``) answers the API with. ``_guard`` is the worker's lock."""
+
+    max_queue: int
+    _pending: MutableSequence[str]  # a list, or a deque
+    _guard: threading.Lock | threading.Condition
+
+    def queue_full(self) -> bool:
+        with self._guard:
+            return len(self._pending) >= self.max_queue
+
+    def position(self, job_id: str) -> int | None:
+        with self._guard:
+            return self._pending.index(job_id) + 1 if job_id in self._pending else None
+
+    def queued(self) -> int:
+        with self._guard:
+            return len(self._pending)
+
+    def _add(self, job_id: str, force: bool) -> None:
+        """Call with ``_guard`` held."""
+        if not force and len(self._pending) >= self.max_queue:
+            raise OverflowError(f"the queue is full ({self.max_queue} jobs waiting); try again when one has finished")
+        self._pending.append(job_id)
+
+
+class Worker(WaitingJobs):
     def __init__(self, store: JobStore, max_queue: int = 32) -> None:
         self.store = store
         self.max_queue = max_queue
@@ -24,7 +52,7 @@ class Worker:
         self._release_after_job = False
         self.current: str | None = None
         self.death: str | None = None  # why the loop thread ended, if it did
-        self._lock = threading.Lock()
+        self._lock = self._guard = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="coupled-edit-worker", daemon=True)
 
     def start(self, recovered: list[str]) -> None:
@@ -40,25 +68,11 @@ class Worker:
         self._thread.join(timeout=30)
 
     # -- queue ----------------------------------------------------------------------------------
-    def queue_full(self) -> bool:
-        with self._lock:
-            return len(self._pending) >= self.max_queue
-
     def enqueue(self, job_id: str, force: bool = False) -> None:
         with self._lock:
-            if not force and len(self._pending) >= self.max_queue:
-                raise OverflowError(f"the queue is full ({self.max_queue} jobs waiting); try again when one has finished")
-            self._pending.append(job_id)
+            self._add(job_id, force)
             self._cancel[job_id] = threading.Event()
         self._queue.put(job_id)
-
-    def position(self, job_id: str) -> int | None:
-        with self._lock:
-            return self._pending.index(job_id) + 1 if job_id in self._pending else None
-
-    def queued(self) -> int:
-        with self._lock:
-            return len(self._pending)
 
     def cancel(self, job_id: str) -> bool:
         """True when the job will stop (or was still waiting and is now cancelled)."""
