@@ -31,6 +31,7 @@ def parser(doc: str) -> argparse.ArgumentParser:
     ap.add_argument("--cache", type=int, default=0, help="render this many samples once and train from them (CPU: rendering dominates)")
     ap.add_argument("--init", default="", help="start from this model folder (continue a previous run)")
     ap.add_argument("--note", default="", help="a line about this run for the model card (e.g. where its data came from)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the network's training forward (the first steps compile)")
     return ap
 
 
@@ -39,6 +40,13 @@ def start(args, stream: int) -> torch.Generator:
     torch.manual_seed(args.seed)
     torch.backends.cudnn.benchmark = True
     return torch.Generator().manual_seed(args.seed + stream)
+
+
+def compiled(module: torch.nn.Module, args) -> torch.nn.Module:
+    """What the training step calls: ``module`` through torch.compile with --compile (it shares the
+    parameters; the module itself is what gets saved). The toy networks are small enough that kernel
+    launches, not arithmetic, bound a step on an H200 (docs/performance.md)."""
+    return torch.compile(module) if args.compile else module
 
 
 def frozen_vae(path: str, device: str):

@@ -7,6 +7,7 @@
 # data on the fly held them to 0.4-0.6 s per step with the GPU mostly idle (docs/performance.md).
 # EDITOR_BATCH / SEVA_BATCH: pairs / windows per step (128 / 32).
 # EDITOR_CACHE / SEVA_CACHE change the set sizes (pairs / 8-view windows; 0 = render every batch).
+# COMPILE=1: torch.compile the editor's and SEVA's training forward (launch-bound on an H200; untried there).
 # VAE_LR: the VAE's learning rate (continuing with INIT_VAE, a lower one keeps the latent space the
 # editor and SEVA were trained in close to where it was).
 set -u
@@ -24,8 +25,8 @@ else
     2>&1 | tee "$out/vae.log" | grep -v shards
 fi
 $py train/train_editor.py --vae $work/vae-toy --out $work --minutes "$min" --batch "${EDITOR_BATCH:-128}" --lr 4e-4 --cache "${EDITOR_CACHE:-16384}" --pack "$out" \
-  ${INIT_EDITOR:+--init "$INIT_EDITOR"} > "$out/editor.log" 2>&1 &
+  ${INIT_EDITOR:+--init "$INIT_EDITOR"} ${COMPILE:+--compile} > "$out/editor.log" 2>&1 &
 $py train/train_seva.py --vae $work/vae-toy --out $work --minutes "$min" --batch "${SEVA_BATCH:-32}" --lr 4e-4 --cache "${SEVA_CACHE:-3072}" --pack "$out" \
-  ${INIT_SEVA:+--init "$INIT_SEVA"} > "$out/seva.log" 2>&1 &
+  ${INIT_SEVA:+--init "$INIT_SEVA"} ${COMPILE:+--compile} > "$out/seva.log" 2>&1 &
 wait
 tail -n 3 "$out/editor.log" "$out/seva.log"

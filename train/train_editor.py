@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from common import Budget, LossLog, autocast, frozen_vae, pack, parser, save_card, start
+from common import Budget, LossLog, autocast, compiled, frozen_vae, pack, parser, save_card, start
 
 from backend.models.editors.ic_light import DEFAULT_NEGATIVE
 from backend.toyworld import data
@@ -70,6 +70,7 @@ def main() -> None:
     tok = tiny.clip_tokenizer()
     sched = tiny.sd_scheduler()
     ab = sched.alphas_cumprod.to(dev)
+    step_unet = compiled(unet, args)
     params = list(unet.parameters()) + list(text.parameters())
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
     budget, log = Budget(args.minutes, args.max_steps, args.lr), LossLog(every=100 if dev != "cpu" else 5)
@@ -101,7 +102,7 @@ def main() -> None:
         noisy = a.sqrt() * x0 + (1 - a).sqrt() * eps
         with autocast(dev):
             ctx = text(ids).last_hidden_state
-            pred = unet(torch.cat([noisy, cond], 1), t, encoder_hidden_states=ctx).sample.float()
+            pred = step_unet(torch.cat([noisy, cond], 1), t, encoder_hidden_states=ctx).sample.float()
         snr = ab[t] / (1 - ab[t])
         w = torch.clamp(snr, max=5.0) / snr
         mse = F.mse_loss(pred, eps, reduction="none").mean(dim=(1, 2, 3))

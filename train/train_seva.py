@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from common import Budget, LossLog, autocast, frozen_vae, half_state, pack, parser, save_card, start
+from common import Budget, LossLog, autocast, compiled, frozen_vae, half_state, pack, parser, save_card, start
 
 from backend.models.seva.cameras import normalise_pixel_K, window_cameras
 from backend.models.seva.encoders import ClipConditioner
@@ -74,6 +74,7 @@ def main() -> None:
 
         net.load_state_dict({k: v.float() for k, v in load_file(f"{args.init}/model.safetensors").items()})
     net = net.to(dev).train()
+    step_net = compiled(net, args)
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0.01)
     table = SIGMA_TABLE.to(dev)
     budget, log = Budget(args.minutes, args.max_steps, args.lr), LossLog(every=100 if dev != "cpu" else 5)
@@ -113,7 +114,7 @@ def main() -> None:
         c_in = 1 / torch.sqrt(sigma**2 + 1)
         net_in = torch.cat([x_r * c_in, m.expand(-1, 1, *z.shape[-2:]), plucker], 1)
         with autocast(dev):
-            pred = net(net_in, idx.repeat_interleave(T), ctx.repeat_interleave(T, 0)[:, None], plucker, T).float()
+            pred = step_net(net_in, idx.repeat_interleave(T), ctx.repeat_interleave(T, 0)[:, None], plucker, T).float()
         snr = 1 / sigma.flatten() ** 2
         weight = torch.clamp(snr, max=5.0) / snr * (1 - m.flatten())
         mse = F.mse_loss(pred, eps, reduction="none").mean(dim=(1, 2, 3))
