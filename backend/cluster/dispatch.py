@@ -246,7 +246,9 @@ class RayWorker(WaitingJobs):
             if job.result() is not None:
                 return  # exactly once
             for rel, data in outputs.items():
-                dest = job.root / rel
+                dest = (job.root / rel).resolve()
+                if job.outputs.resolve() not in dest.parents:
+                    raise ValueError(f"the actor sent an output outside outputs/: {rel!r}")
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 dest.write_bytes(data)
             if tb:
