@@ -11,11 +11,17 @@ the reference mode's (relative L2 error). Modes:
 - ``compile-cold``: SEVA's network and the editor's UNet ``torch.compile``d, nothing cached;
 - ``compile-warm``: the same in a new process with an empty inductor folder, after loading the
   artefacts ``compile-cold`` saved (``backend.compile_cache``): the warm-up a restarted server pays.
+
+Optional (``--modes``, GPU only): ``eager-cudnn-attention`` / ``eager-flash-attention`` (every
+scaled-dot-product attention held to one backend), ``compile-graphs`` (``mode="reduce-overhead"``:
+CUDA graphs of the compiled networks).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import os
 import subprocess
@@ -72,8 +78,15 @@ def worker(a: argparse.Namespace) -> None:
     loaded = 0
     if a.mode.startswith("compile"):
         loaded = cache.load()
-        seva.net = torch.compile(seva.net)
-        editor.pipe.unet = torch.compile(editor.pipe.unet)
+        kw = {"mode": "reduce-overhead"} if a.mode == "compile-graphs" else {}
+        seva.net = torch.compile(seva.net, **kw)
+        editor.pipe.unet = torch.compile(editor.pipe.unet, **kw)
+    attention = contextlib.nullcontext
+    if a.mode.startswith("eager-") and a.mode.endswith("-attention"):
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        backend = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION}[a.mode.split("-")[1]]
+        attention = functools.partial(sdpa_kernel, [backend])
     start = torch.eye(4)
     start[2, 3] = -4
     c2w = orbit(start, torch.zeros(3), torch.tensor([0.0, -1.0, 0.0]), a.views).numpy()
@@ -87,7 +100,8 @@ def worker(a: argparse.Namespace) -> None:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
-        out = fn()
+        with attention():
+            out = fn()
         if cuda:
             torch.cuda.synchronize()
         return out, time.perf_counter() - t0, torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
