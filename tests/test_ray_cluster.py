@@ -272,3 +272,12 @@ def test_ray_batch_runs_a_folder_of_jobs_and_resumes(cluster, tmp_path):
     again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "0 of 3 jobs to run (3 finished before)" in again.stdout
     assert time.perf_counter() - t0 < 600
+
+
+def test_a_cluster_that_is_not_there_is_one_clear_line(tmp_path):
+    JobFolder.create(tmp_path / "jobs" / "a", parse_spec(spec(steps=2)))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    for address, says in ((f"127.0.0.1:{free_port()}", "nothing answers at"), ("nonsense", "give host:port")):
+        cmd = [sys.executable, "-m", "backend", "ray-batch", str(tmp_path / "jobs"), "--ray", address]
+        r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and says in r.stderr and "ray start --head" in r.stderr and "Traceback" not in r.stderr, r.stderr

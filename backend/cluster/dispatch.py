@@ -59,6 +59,8 @@ class RayWorker(WaitingJobs):
         if not ray.is_initialized():  # "local": a Ray instance of this process's own, every local GPU
             address = None if self.address == "local" else self.address
             try:
+                if address and address != "auto":
+                    reachable(address)  # Ray itself retries an unreachable address for minutes
                 ray.init(address=address, namespace="coupled-edit", logging_level="ERROR", log_to_driver=False)
             except ConnectionError as e:
                 raise ConnectionError(
@@ -312,6 +314,21 @@ class RayWorker(WaitingJobs):
             if job_id not in self._pending:
                 self._attempts.pop(job_id, None)
             self._cond.notify_all()
+
+
+def reachable(address: str, timeout: float = 5.0) -> None:
+    """A ``host:port`` (or ``ray://host:port``) cluster address that answers, else a ConnectionError that says so."""
+    import socket
+
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConnectionError(f"Ray address {address!r}: give host:port (the head's GCS port, 6379 by default), auto or local")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as e:
+        raise ConnectionError(f"nothing answers at {hostport} ({e.strerror or e})") from None
 
 
 def _ask(ref, timeout: float = 60) -> None:
