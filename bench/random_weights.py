@@ -20,12 +20,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from relight_bench import SD15_TEXT, SD15_UNET  # noqa: E402
 from seva_bench import CLIP_H14, SD21_VAE, build  # noqa: E402
-
-SD15_UNET = dict(sample_size=64, cross_attention_dim=768)  # diffusers' defaults are SD1.5's layout
-SD15_TEXT = dict(
-    hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12, max_position_embeddings=77, vocab_size=49408
-)
 
 
 def write_random_weights(folder: Path, small: bool = False, device: str = "cpu") -> dict:

@@ -20,30 +20,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from backend.jobs import parse_spec  # noqa: E402
 from backend.server.store import JobStore  # noqa: E402
-
-
-def rig_files(folder: Path, n_views: int, size: int, seed: int = 3) -> tuple[list[dict], dict[str, bytes]]:
-    """A toy-world turntable rendered at ``size``: view dicts of a job spec and their PNG bytes."""
-    import io
-
-    from backend.toyworld.evaluate import make_scene
-
-    sc = make_scene(seed, n_views=n_views, size=size)
-    views, files = [], {}
-    for i, (rgba, K, c2w) in enumerate(zip(sc.rgba, sc.K, sc.c2w, strict=True)):
-        buf = io.BytesIO()
-        Image.fromarray(np.round(rgba).astype(np.uint8), "RGBA").save(buf, format="PNG")
-        files[f"v{i}.png"] = buf.getvalue()
-        views.append({"name": f"cam {i}", "width": size, "height": size, "K": K.tolist(), "c2w": c2w.tolist(), "image": f"v{i}.png"})
-    return views, files
+from backend.toyworld.evaluate import job_views, make_scene  # noqa: E402
 
 
 def relight_spec(models: dict, views: list[dict], steps: int, window: int, size: int) -> dict:
@@ -100,7 +82,7 @@ def main() -> None:
         from random_weights import write_random_weights
 
         models, size, window = write_random_weights(Path(a.weights)), 576, 21
-    views, files = rig_files(Path(tempfile.mkdtemp()), max(a.views, a.rig), size)
+    views, files = job_views(make_scene(3, n_views=max(a.views, a.rig), size=size))
     relight = relight_spec(models, views[: a.views], a.steps, window, size)
     rig = novel_spec(models, views[: a.rig], a.steps, window, size)
     rows = []

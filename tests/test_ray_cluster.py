@@ -103,8 +103,8 @@ def submit(store: JobStore, worker, spec_dict: dict, files: dict | None = None) 
     job_id, tmp = store.incoming()
     inputs = store.upload_dir(tmp)
     inputs.mkdir(parents=True)
-    for name, src in (files or {}).items():
-        (inputs / name).write_bytes(Path(src).read_bytes())
+    for name, data in (files or {}).items():
+        (inputs / name).write_bytes(data)
     store.commit(job_id, tmp, parse_spec(spec_dict))
     worker.enqueue(job_id)
     return job_id
@@ -115,16 +115,11 @@ def finished(store: JobStore, job_id: str, timeout: float = 300):
     return store.folder(job_id).result()
 
 
-def toy_rig(tmp_path: Path, task: str, n_views: int = 16) -> tuple[dict, dict]:
+def toy_rig(task: str, n_views: int = 16) -> tuple[dict, dict]:
     """A toy scene seen by ``n_views`` cameras (two or more SEVA windows of 8), as a job spec + files."""
-    from backend.toyworld.evaluate import make_scene
+    from backend.toyworld.evaluate import job_views, make_scene
 
-    sc = make_scene(3, n_views=n_views)
-    views, files = [], {}
-    for i, (rgba, K, c2w) in enumerate(zip(sc.rgba, sc.K, sc.c2w, strict=True)):
-        Image.fromarray(np.round(rgba).astype(np.uint8), "RGBA").save(tmp_path / f"v{i}.png")
-        files[f"v{i}.png"] = tmp_path / f"v{i}.png"
-        views.append({"name": f"cam {i}", "width": 128, "height": 128, "K": K.tolist(), "c2w": c2w.tolist(), "image": f"v{i}.png"})
+    views, files = job_views(make_scene(3, n_views=n_views))
     s = {"task": task, "views": views, "models": {"multiview": "seva-toy"}, "sampling": {"steps": 3, "seed": 4}}
     if task == "novel_views":
         for v in views[1:]:
@@ -138,7 +133,7 @@ def toy_rig(tmp_path: Path, task: str, n_views: int = 16) -> tuple[dict, dict]:
 
 @pytest.mark.parametrize("task", ["novel_views", "novel_views two-pass", "relight_text"])
 def test_a_rig_split_over_two_actors_equals_the_single_run(ray_worker, tmp_path, task):
-    s, files = toy_rig(tmp_path, task.split()[0])
+    s, files = toy_rig(task.split()[0])
     if task.endswith("two-pass"):  # anchors first on the job's own actor, then the windows in parallel
         s["multiview"] = {"passes": 2}
     worker, store = ray_worker()
@@ -168,7 +163,7 @@ def run_here_single_threaded(folder: JobFolder):
 
 
 def test_a_job_that_arrives_takes_a_lent_actor_back_and_the_split_job_still_matches(ray_worker, tmp_path):
-    s, files = toy_rig(tmp_path, "novel_views", n_views=24)
+    s, files = toy_rig("novel_views", n_views=24)
     s["sampling"]["steps"] = 12
     worker, store = ray_worker()
     big = submit(store, worker, s, files)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 from PIL import Image
 
 from backend.registry import MODELS, TOY_DIR, TOY_LABEL
@@ -37,24 +36,13 @@ def test_a_toy_job_needs_no_download(monkeypatch, tmp_path):
     assert missing_models("relight_text", models) == []
 
 
-def _write_scene(tmp_path, sc):
-    views, files = [], {}
-    for i, (rgba, depth, K, c2w) in enumerate(zip(sc.rgba, sc.depth, sc.K, sc.c2w, strict=True)):
-        Image.fromarray(np.round(rgba).astype(np.uint8), "RGBA").save(tmp_path / f"v{i}.png")
-        np.save(tmp_path / f"d{i}.npy", np.where(np.isfinite(depth), depth, 0).astype(np.float32))
-        files |= {f"v{i}.png": tmp_path / f"v{i}.png", f"d{i}.npy": tmp_path / f"d{i}.npy"}
-        views.append({"name": f"cam {i}", "width": 128, "height": 128, "K": K.tolist(), "c2w": c2w.tolist(), "image": f"v{i}.png"})
-        views[-1]["depth"] = f"d{i}.npy"
-    return views, files
-
-
 def test_toy_relight_job_runs_through_the_runner_and_is_labelled(tmp_path):
     from backend.jobs import JobFolder, parse_spec
     from backend.runner import run_job
-    from backend.toyworld.evaluate import make_scene
+    from backend.toyworld.evaluate import job_views, make_scene
 
     sc = make_scene(0)
-    views, files = _write_scene(tmp_path, sc)
+    views, files = job_views(sc, depth=True)
     spec = {
         "task": "relight_text",
         "views": views,
@@ -121,9 +109,9 @@ def test_eval_toy_quality_bars(tmp_path):
 def test_toy_novel_views_job_keeps_the_trained_window_and_is_labelled(tmp_path):
     from backend.jobs import JobFolder, parse_spec
     from backend.runner import run_job
-    from backend.toyworld.evaluate import make_scene
+    from backend.toyworld.evaluate import job_views, make_scene
 
-    views, files = _write_scene(tmp_path, make_scene(1))
+    views, files = job_views(make_scene(1), depth=True)
     for v in views[1:]:
         del v["image"]  # targets: SEVA generates them from view 0
     spec = {

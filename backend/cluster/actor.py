@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..jobs import JobFolder, parse_spec
 from ..model_cache import ModelCache
+from ..pipelines.spread import in_order
 
 DONE = object()
 
@@ -75,10 +76,10 @@ class JobActor:
         def work() -> None:
             try:
                 with self.busy:  # a window this actor was still running for another job ends first
-                    self.cache.spread = ClusterSpread(helpers, job_id, spec_text, cancel.is_set) if helpers else _in_order()
+                    self.cache.spread = ClusterSpread(helpers, job_id, spec_text, cancel.is_set) if helpers else in_order
                     box["result"] = run_job(job, lambda ev: events.put(ev.model_dump_json()), cancel.is_set, self.cache)
             finally:
-                self.cache.spread = _in_order()
+                self.cache.spread = in_order
                 events.put(DONE)
 
         thread = threading.Thread(target=work, name=f"job-{job_id}", daemon=True)
@@ -111,12 +112,6 @@ class JobActor:
         self.cancels.pop(job_id, None)
         if self.lent_to == job_id:
             self.lent_to = None
-
-
-def _in_order():
-    from ..pipelines.spread import in_order
-
-    return in_order
 
 
 class ClusterSpread:

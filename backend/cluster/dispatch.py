@@ -170,7 +170,7 @@ class RayWorker(WaitingJobs):
                         self._cond.wait()
                     if self._stopping:
                         return
-                    job_id, run = self._pending.popleft(), None
+                    job_id = self._pending.popleft()
                     free = [i for i, s in enumerate(self._slots) if s.job is None and s.lent is None]
                     lent = [i for i, s in enumerate(self._slots) if s.job is None and s.lent is not None]
                     if free:

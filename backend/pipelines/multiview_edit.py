@@ -30,7 +30,7 @@ from ..models.seva.preprocess import transform_img_and_K, working_size
 from ..models.seva.sampling import SevaDenoiser, SevaWindowDenoiser, seva_schedule, window_conditioning
 from ..sampling import Coupling, Participant, StepInfo, sample_coupled
 from ..sampling.resample import resize_latents
-from .spread import Spread, in_order
+from .spread import EDIT_WINDOW, Spread, in_order
 
 Tensor = torch.Tensor
 
@@ -157,7 +157,7 @@ def edit_views(
         return edit_window(seva, editor, p, progress.tagged(p["label"]), should_cancel)
 
     covered: list[int] = []
-    for res in spread("seva-edit", payloads, here):
+    for res in spread(EDIT_WINDOW, payloads, here):
         for k, t in enumerate(res["targets"]):
             out[t] = res["images"][k]
         covered += res["targets"]

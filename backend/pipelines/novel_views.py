@@ -21,7 +21,7 @@ from ..models.seva.encoders import SevaModel
 from ..models.seva.preprocess import transform_img_and_K, transform_K, working_size
 from ..models.seva.sampling import SevaDenoiser, sample_euler_edm, seva_schedule, window_conditioning
 from ..sampling import Cancelled
-from .spread import Spread, in_order
+from .spread import NOVEL_VIEW_WINDOW, Spread, in_order
 
 Tensor = torch.Tensor
 
@@ -168,7 +168,7 @@ class _WindowRunner:
             if not out.get("counted"):  # a window that ran elsewhere: its steps show up when it is back
                 self.calls += self.n_noise
                 if self.callback:
-                    self.callback(out.get("label", label), self.calls, self.total)
+                    self.callback(out["label"], self.calls, self.total)
             self.sample_s, self.vae_s = self.sample_s + out["sample_s"], self.vae_s + out["vae_s"]
             for slot, j in zip(lay.slots, lay.slot_targets, strict=True):
                 results[j] = out["images"][slot]
@@ -187,7 +187,7 @@ class _WindowRunner:
         for w, lay in enumerate(layouts):
             payloads.append(payload(w, lay) | {"rng": self.gen.get_state()})
             window_noise(self.gen, len(payloads[-1]["c2ws"]), self.hw, self.n_noise)  # as if the window ran here
-        for lay, out in zip(layouts, self.spread("seva-novel-views", payloads, self._here), strict=True):
+        for lay, out in zip(layouts, self.spread(NOVEL_VIEW_WINDOW, payloads, self._here), strict=True):
             keep(lay, out)
         return results
 

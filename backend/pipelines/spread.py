@@ -15,6 +15,9 @@ from typing import Protocol
 
 Payload = dict
 RunHere = Callable[[Payload], dict]
+# the kinds of window a Spread is handed (backend.tasks.windows runs each kind away from its job)
+NOVEL_VIEW_WINDOW = "seva-novel-views"  # pipelines.novel_views.sample_window
+EDIT_WINDOW = "seva-edit"  # pipelines.multiview_edit.edit_window
 
 
 class Spread(Protocol):

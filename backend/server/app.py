@@ -182,8 +182,9 @@ async def _send_json(send, status: int, message: str) -> None:
 
 @dataclass
 class RayOptions:
-    """Serve on a Ray cluster (``backend.cluster``): its address ("auto": the local one), actors (default:
-    one per GPU, or per node without GPUs), and how often a job lost with its actor is retried."""
+    """Serve on a Ray cluster (``backend.cluster``): its address ("auto": the running cluster, "local": one
+    inside this process), actors (default: one per GPU, or per node without GPUs), and how often a job
+    lost with its actor is retried."""
 
     address: str = "auto"
     actors: int | None = None

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..jobs import JobSpec
+from ..pipelines.spread import EDIT_WINDOW, NOVEL_VIEW_WINDOW
 from .edits import EDITOR_LOADERS
 from .views import load_seva
 
@@ -21,13 +22,13 @@ class _Quiet:
 
 
 def run_window(kind: str, spec: JobSpec, payload: dict, cache: ModelCache, should_cancel=None) -> dict:
-    """``kind``: what ``Spread`` was told ("seva-novel-views" or "seva-edit")."""
+    """``kind``: what ``Spread`` was told (``NOVEL_VIEW_WINDOW`` or ``EDIT_WINDOW``)."""
     _, seva = load_seva(spec, _Quiet(), cache)
-    if kind == "seva-novel-views":
+    if kind == NOVEL_VIEW_WINDOW:
         from ..pipelines.novel_views import sample_window
 
         return sample_window(seva, payload, None, should_cancel)
-    if kind == "seva-edit":
+    if kind == EDIT_WINDOW:
         from ..pipelines.multiview_edit import edit_window
 
         _, editor = EDITOR_LOADERS[spec.task](spec, _Quiet(), cache)

@@ -45,6 +45,28 @@ class EvalScene:
     c2w: np.ndarray  # (V, 4, 4)
 
 
+def job_views(sc: EvalScene, depth: bool = False) -> tuple[list[dict], dict[str, bytes]]:
+    """The scene as a job's ``views`` (camera ``cam i``: size, K, c2w, image ``v{i}.png`` and, with
+    ``depth``, ``d{i}.npy``) and the input files they name (PNG / NPY bytes, as ``JobFolder.create`` takes)."""
+    import io
+
+    from PIL import Image
+
+    views, files = [], {}
+    for i, (rgba, K, c2w) in enumerate(zip(sc.rgba, sc.K, sc.c2w, strict=True)):
+        h, w = rgba.shape[:2]
+        buf = io.BytesIO()
+        Image.fromarray(np.round(rgba).astype(np.uint8), "RGBA").save(buf, format="PNG")
+        files[f"v{i}.png"] = buf.getvalue()
+        views.append({"name": f"cam {i}", "width": w, "height": h, "K": K.tolist(), "c2w": c2w.tolist(), "image": f"v{i}.png"})
+        if depth:
+            buf = io.BytesIO()
+            np.save(buf, np.where(np.isfinite(sc.depth[i]), sc.depth[i], 0).astype(np.float32))
+            files[f"d{i}.npy"] = buf.getvalue()
+            views[-1]["depth"] = f"d{i}.npy"
+    return views, files
+
+
 def make_scene(i: int, n_views: int = 8, size: int = 128) -> EvalScene:
     rng = random.Random(SEED_BASE + i)
     g = torch.Generator().manual_seed(SEED_BASE + i)
