@@ -129,7 +129,8 @@ def main() -> None:
     if a.mode:
         return worker(a)
     work = Path(tempfile.mkdtemp(prefix="speed-modes-"))
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "COUPLED_EDIT_CACHE": str(work / "cache")}
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))  # keep carried packages importable
+    env = {**os.environ, "PYTHONPATH": path, "COUPLED_EDIT_CACHE": str(work / "cache")}
     rows = []
     for mode in a.modes.split(","):
         images = work / f"{mode}.npy"

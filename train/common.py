@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import subprocess
 import sys
 import tarfile
@@ -118,6 +119,9 @@ def earlier_parts(init: str) -> list[dict]:
 
 
 def commit() -> str:
+    """The scripts' commit; ``COUPLED_EDIT_COMMIT`` wins (a copied tree's git metadata can be stale)."""
+    if os.environ.get("COUPLED_EDIT_COMMIT"):
+        return os.environ["COUPLED_EDIT_COMMIT"]
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
     except OSError:

@@ -7,7 +7,7 @@ scattered cameras. 1-3 random slots are inputs: their clean latents replace the 
 mask channel marks them; every frame gets its Plücker map from ``window_cameras`` (the function
 inference uses) and the mean CLIP embedding of the inputs (a frozen random small CLIP vision model,
 shipped with the weights). One discrete SEVA timestep per window; epsilon loss on the target slots,
-min-SNR-5 weights; 10 % of windows unconditional (no context, no mask, no replacement), as SEVA's
+weighted by ``--weighting`` (see ``loss_weights``); 10 % of windows unconditional (no context, no mask, no replacement), as SEVA's
 unconditional branch is built.
 """
 
@@ -48,6 +48,26 @@ def input_slots(b: int, n_cond: torch.Tensor, g: torch.Generator) -> torch.Tenso
     return mask
 
 
+def loss_weights(sigma: torch.Tensor, kind: str) -> torch.Tensor:
+    """Per-window weights of the epsilon MSE.
+
+    ``min-snr``: min(SNR, 5) / SNR (min-SNR-5 in epsilon form): every sigma above 0.45 weighs 1, so at
+    SEVA's high noise levels (sigma up to 85) the x0 error, sigma^2 times the epsilon error, is barely
+    trained; session 5's model then ignored its input views (its conditional and unconditional x0
+    agreed to 0.1 dB at sigma 5-14). ``x0-mid``: that, times clamp(sigma^2, 1, 25): an x0 loss of weight 1
+    for sigma in 1..5 and 25 / sigma^2 above, where the layout comes from the input views; divided by its
+    mean over the uniform timestep draw so the learning rate keeps its meaning.
+    """
+    w = torch.clamp(1 / sigma**2, max=5.0) * sigma**2
+    if kind == "min-snr":
+        return w
+    if kind != "x0-mid":
+        raise ValueError(f"unknown weighting {kind!r}")
+    table = SIGMA_TABLE.to(sigma.device)
+    mean = (torch.clamp(1 / table**2, max=5.0) * table**2 * torch.clamp(table**2, 1, 25)).mean()
+    return w * torch.clamp(sigma**2, 1, 25) / mean
+
+
 def plucker_maps(w: data.Windows) -> torch.Tensor:
     """(b, T, 6, h, w) Plücker maps of each window, normalised as inference does (``window_cameras``)."""
     H, W = w.images.shape[-2:]
@@ -61,6 +81,7 @@ def plucker_maps(w: data.Windows) -> torch.Tensor:
 def main() -> None:
     ap = parser(__doc__)
     ap.add_argument("--vae", default="outputs/toy_models/vae-toy")
+    ap.add_argument("--weighting", default="x0-mid", choices=["x0-mid", "min-snr"], help="epsilon-loss weights per noise level")
     args = ap.parse_args()
     g = start(args, 3)
     dev = args.device
@@ -115,8 +136,7 @@ def main() -> None:
         net_in = torch.cat([x_r * c_in, m.expand(-1, 1, *z.shape[-2:]), plucker], 1)
         with autocast(dev):
             pred = step_net(net_in, idx.repeat_interleave(T), ctx.repeat_interleave(T, 0)[:, None], plucker, T).float()
-        snr = 1 / sigma.flatten() ** 2
-        weight = torch.clamp(snr, max=5.0) / snr * (1 - m.flatten())
+        weight = loss_weights(sigma.flatten(), args.weighting) * (1 - m.flatten())
         mse = F.mse_loss(pred, eps, reduction="none").mean(dim=(1, 2, 3))
         loss = (weight * mse).sum() / (1 - m.flatten()).sum()
         for group in opt.param_groups:

@@ -4,7 +4,8 @@ Each scene: 8 turntable views rendered under some sun (the inputs) and a vocabul
 ground truth is every view rendered under the world light the prompt means for the *reference*
 view (view 0). Compared: (a) the editor on each view independently, (b) the editor coupled with
 SEVA at several lam (``lam = 0`` is (c): the reference edited alone, then SEVA's novel views from
-it, with nothing pulling the other views towards their own edits). Scores: PSNR and SSIM to the
+it, with nothing pulling the other views towards their own edits) and, as the multi-view model's own
+ceiling, (d) SEVA's novel views from the *ground-truth* reference view (no editor at all). Scores: PSNR and SSIM to the
 ground truth (all views, and the 7 non-reference views), and the reprojection consistency of
 ``backend.consistency`` on the exact depth (mean |RGB difference| of mutually visible pixels).
 """
@@ -134,6 +135,7 @@ class EvalSettings:
     views: int = 8
     device: str = "auto"
     seed: int = 0
+    seva_from_truth: bool = True  # method (d): SEVA alone from the ground-truth view 0
 
 
 @dataclass
@@ -173,6 +175,22 @@ def coupled(seva, editor, sc: EvalScene, s: EvalSettings, lam: float) -> np.ndar
     return to_images(torch.stack(res.images))
 
 
+SEVA_FROM_TRUTH = "seva from truth"
+
+
+def seva_from_truth(seva, sc: EvalScene, s: EvalSettings) -> np.ndarray:
+    """View 0 is the ground truth itself; views 1.. are SEVA's novel views from it (CFG as the coupled runs)."""
+    from ..pipelines.novel_views import NovelViewSettings, PosedView, novel_views
+
+    truth = torch.from_numpy(sc.truth).permute(0, 3, 1, 2).float() * 2 - 1
+    h, w = sc.truth.shape[1:3]
+    views = [PosedView(torch.tensor(c).float(), torch.tensor(K).float(), w, h) for c, K in zip(sc.c2w, sc.K, strict=True)]
+    views[0].image = truth[0]
+    ns = NovelViewSettings(steps=s.steps, cfg=s.cfg_multiview, T=s.views, size=s.size, seed=s.seed + 1)
+    res = novel_views(seva, views[:1], views[1:], ns)
+    return to_images(torch.stack([truth[0], *res.images]))
+
+
 def to_images(x: Tensor) -> np.ndarray:
     """(V, 3, H, W) in [-1, 1] -> (V, H, W, 3) in [0, 1]."""
     return ((x.detach().float().cpu().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy().astype(np.float64)
@@ -184,14 +202,19 @@ def evaluate(s: EvalSettings, models=None, log=print, out: Path | None = None) -
     seva, editor = models or load_toy_models(s.device)
     res = EvalResult(settings={k: (list(v) if isinstance(v, tuple) else v) for k, v in s.__dict__.items()})
     res.timings_s["load"] = time.perf_counter() - t0
-    methods = ["independent"] + [f"coupled lam={lam:g}" for lam in s.lams]
+    methods = ["independent"] + [f"coupled lam={lam:g}" for lam in s.lams] + ([SEVA_FROM_TRUTH] if s.seva_from_truth else [])
     timing = {m: 0.0 for m in methods}
     for i in range(s.scenes):
         sc = make_scene(i, s.views, s.size)
         res.rows.append({"scene": i, "prompt": sc.prompt, "method": "ground truth", **scores(sc.truth, sc)})
         for m in methods:
             t = time.perf_counter()
-            imgs = independent(editor, sc, s) if m == "independent" else coupled(seva, editor, sc, s, float(m.split("=")[1]))
+            if m == "independent":
+                imgs = independent(editor, sc, s)
+            elif m == SEVA_FROM_TRUTH:
+                imgs = seva_from_truth(seva, sc, s)
+            else:
+                imgs = coupled(seva, editor, sc, s, float(m.split("=")[1]))
             timing[m] += time.perf_counter() - t
             res.rows.append({"scene": i, "prompt": sc.prompt, "method": m, **scores(imgs, sc)})
             if i == 0:
@@ -228,7 +251,8 @@ def sheet(res: EvalResult, path: Path) -> None:
     """Rows: inputs, independent, each coupled lam, ground truth (first scene), labelled."""
     from PIL import Image, ImageDraw
 
-    order = ["inputs", "independent", *[m for m in res.examples if m.startswith("coupled")], "ground truth"]
+    order = ["inputs", "independent", *[m for m in res.examples if m.startswith("coupled")], SEVA_FROM_TRUTH, "ground truth"]
+    order = [m for m in order if m in res.examples]
     rows = [np.concatenate(list(res.examples[m]), axis=1) for m in order]
     h = rows[0].shape[0]
     label_w = 150
