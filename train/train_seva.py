@@ -27,7 +27,11 @@ from backend.models.seva.sampling import SIGMA_TABLE
 from backend.toyworld import data
 
 T = 8
-SEVA_CONFIG = dict(model_channels=32, num_frames=T, channel_mult=[1, 2, 2, 2], num_head_channels=32, context_dim=64)
+# 64 channels at every level: SevaNet's GroupNorms have 32 groups, so 32 channels make each one an
+# instance norm that erases every channel's spatial mean -- the network then cannot return the mean of
+# the noise it is given (its epsilon error kept a floor of 1/(16*16), the variance of a 16x16 noise
+# mean, which sigma 85 turns into latents 5 off: SEVA's far views came out as coloured noise).
+SEVA_CONFIG = dict(model_channels=64, num_frames=T, channel_mult=[1, 1, 1, 1], num_head_channels=32, context_dim=64)
 CLIP_CONFIG = dict(
     hidden_size=32, intermediate_size=64, num_attention_heads=4, num_hidden_layers=2, image_size=32, patch_size=8, projection_dim=64
 )
