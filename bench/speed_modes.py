@@ -14,7 +14,10 @@ the reference mode's (relative L2 error). Modes:
 
 Optional (``--modes``, GPU only): ``eager-cudnn-attention`` / ``eager-flash-attention`` (every
 scaled-dot-product attention held to one backend), ``compile-graphs`` (``mode="reduce-overhead"``:
-CUDA graphs of the compiled networks).
+CUDA graphs of the compiled networks), ``eager-fp8`` / ``compile-fp8`` (both networks' linear layers
+in fp8, ``backend.models.fp8``), ``eager-nobench`` (cuDNN's benchmark mode off: its share of the
+warm-up), and ``fp32`` (everything in fp32, TF32 off): with it in the list every row also reports its
+error against fp32, and bf16 eager's own error there is the yardstick a faster mode must stay within.
 """
 
 from __future__ import annotations
@@ -71,9 +74,16 @@ def worker(a: argparse.Namespace) -> None:
 
     device = torch.device(a.device)
     cuda = device.type == "cuda"
-    dtype = torch.bfloat16 if cuda else torch.float32
-    torch.backends.cudnn.benchmark = True
+    dtype = torch.bfloat16 if cuda and a.mode != "fp32" else torch.float32
+    torch.backends.cudnn.benchmark = a.mode != "eager-nobench"
+    if a.mode == "fp32":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     seva, editor = build_models(a.tiny, device, dtype)
+    if a.mode.endswith("-fp8"):
+        from backend.models.fp8 import to_fp8
+
+        least = 16 if a.tiny else 256  # tiny models: convert what can be, to exercise the path
+        print(f"fp8 linears: SEVA {to_fp8(seva.net, least)}, editor {to_fp8(editor.pipe.unet, least)}", file=sys.stderr)
     cache = CompileCache(f"bench-iclight-{a.views}x{a.size}{'-tiny' if a.tiny else ''}")
     loaded = 0
     if a.mode.startswith("compile"):
@@ -114,6 +124,10 @@ def worker(a: argparse.Namespace) -> None:
                       "artefacts_loaded": loaded, "artefacts_saved": saved}))  # fmt: skip
 
 
+def rel_error(got: np.ndarray, ref: np.ndarray) -> float:
+    return float(np.linalg.norm(got - ref) / max(np.linalg.norm(ref), 1e-12))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -143,17 +157,23 @@ def main() -> None:
         row = json.loads(r.stdout.strip().splitlines()[-1])
         ref = np.load(work / f"{rows[0]['mode'] if rows else mode}.npy")
         got = np.load(images)
-        row["error_vs_reference"] = float(np.linalg.norm(got - ref) / max(np.linalg.norm(ref), 1e-12))
+        row["error_vs_reference"] = rel_error(got, ref)
         rows.append(row)
         print(json.dumps(row), flush=True)
+    if (work / "fp32.npy").exists():
+        fp32 = np.load(work / "fp32.npy")
+        for r in rows:
+            r["error_vs_fp32"] = rel_error(np.load(work / f"{r['mode']}.npy"), fp32)
     dev = torch.cuda.get_device_name() if a.device == "cuda" else "cpu"
     ref_name = "bf16 eager" if a.device == "cuda" else "fp32 eager"
     print(f"\n{dev}, {a.views} views, {a.size}², {a.steps} steps{' (TINY models)' if a.tiny else ''}; error: relative L2 vs {ref_name}")
-    print("| mode | s/step | total s | warm-up s (2 steps) | peak GiB | error vs reference |")
-    print("|---|---|---|---|---|---|")
+    vs32 = "error_vs_fp32" in rows[0]
+    print("| mode | s/step | total s | warm-up s (2 steps) | peak GiB | error vs reference |" + (" error vs fp32 |" if vs32 else ""))
+    print("|---|---|---|---|---|---|" + ("---|" if vs32 else ""))
     for r in rows:
         cells = [r["mode"], f"{r['s_per_step']:.3f}", f"{r['total_s']:.2f}", f"{r['warmup_s']:.1f}", f"{r['peak_gib']:.2f}"]
-        print("| " + " | ".join([*cells, f"{r['error_vs_reference']:.2e}"]) + " |")
+        cells += [f"{r['error_vs_reference']:.2e}"] + ([f"{r['error_vs_fp32']:.2e}"] if vs32 else [])
+        print("| " + " | ".join(cells) + " |")
     if a.out:
         meta = {"device": dev, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "tiny": a.tiny, "views": a.views,
                 "size": a.size, "steps": a.steps}  # fmt: skip

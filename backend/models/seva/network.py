@@ -97,6 +97,9 @@ class GEGLU(nn.Module):
         self.dim_out = dim_out
 
     def forward(self, x: Tensor) -> Tensor:
+        if type(self.proj) is not nn.Linear:  # e.g. backend.models.fp8's Fp8Linear: one product, then split
+            value, gate = self.proj(x).chunk(2, dim=-1)
+            return F.gelu(gate) * value
         # two half GEMMs instead of chunking one output: both halves come out contiguous, so the
         # GELU and the product run as vectorised kernels (same weights, same math)
         w, b, n = self.proj.weight, self.proj.bias, self.dim_out
@@ -291,7 +294,7 @@ class SevaNet(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.time_embed[0].weight.dtype
+        return self.out[-1].weight.dtype  # a convolution: stays in the compute dtype when linears go fp8
 
     def forward(self, x: Tensor, t: Tensor, context: Tensor, dense: Tensor, num_frames: int | None = None) -> Tensor:
         num_frames = num_frames or self.config.num_frames
