@@ -21,9 +21,20 @@ class ModelCache:
         # where the independent SEVA windows of this worker's jobs run: here, in order, unless a
         # cluster actor lends its helpers (backend.pipelines.spread, backend.cluster)
         self.spread = in_order
+        self._unsaved: list = []  # compile caches of models compiled here, saved once a job has run them
 
     def begin_job(self) -> None:
         self._used = set()
+
+    def compiled(self, caches: list) -> None:
+        """Compile caches (``backend.compile_cache``) to save after the job that first runs the models."""
+        self._unsaved += caches
+
+    def end_job(self) -> int:
+        """Saves what this process compiled during the job (the next process loads it); returns the files written."""
+        saved = sum(bool(c.save()) for c in self._unsaved)
+        self._unsaved = []
+        return saved
 
     def get(self, key: tuple, load: Callable[[], object]) -> object:
         if key not in self._models:

@@ -44,6 +44,8 @@ def run_job(
         cache.begin_job()
         run = RUNNERS[spec.task]
         outputs, metadata = run(spec, job, rep, should_cancel, cache)
+        if cache.end_job():
+            rep.emit("running", message="compiled artefacts saved for the next process on this machine")
         result = JobResult(
             job_id=job.job_id, status="done", outputs=outputs, metadata=metadata, started_at=started, finished_at=time.time()
         )

@@ -9,7 +9,7 @@ from ..jobs import JobFolder, JobSpec, OutputFile
 from ..naming import view_stem
 from ..registry import MODELS, TASK_DEFAULTS
 from .common import Reporter, write_metadata
-from .views import consistency_outputs, load_seva, trained_window_and_size
+from .views import consistency_outputs, load_seva, sped_up, trained_window_and_size
 
 if TYPE_CHECKING:
     import numpy as np
@@ -44,10 +44,30 @@ def load_ic_light_editor(spec: JobSpec, rep: Reporter, cache: ModelCache):
     # the toy editor is a whole pipeline of its own (merged UNet, text encoder, vae-toy)
     base = "tiny" if ed.tiny else ed.key if ed.toy else m.local("ic-light-base", m.source)
     rep.emit("loading", message=f"loading {ed.key}")
+    speed = job_speed(m)
     return ed.key, cache.get(
-        ("editor", ed.key, base, m.paths.get(ed.key), m.dtype, m.device),
-        lambda: load_ic_light(ed.variant, base=base, offsets=ed.key, paths=m.paths, dtype=m.dtype, device=m.device),
-    )
+        ("editor", ed.key, base, m.paths.get(ed.key), m.dtype, m.device, speed),
+        lambda: unet_sped_up(load_ic_light(ed.variant, base=base, offsets=ed.key, paths=m.paths, dtype=m.dtype, device=m.device),
+                             speed, ed.key, rep, cache),
+    )  # fmt: skip
+
+
+def seva_only(m, ed_key: str, rep: Reporter) -> None:
+    if (speed := job_speed(m)) != "eager":
+        rep.emit("loading", message=f"speed mode {speed} applies to SEVA only: {ed_key} runs eager")
+
+
+def job_speed(m) -> str:
+    from ..models.speed import resolve
+    from ..models.weights import pick_device
+
+    return resolve(m.speed, pick_device(m.device))
+
+
+def unet_sped_up(editor, speed: str, name: str, rep: Reporter, cache: ModelCache):
+    """A diffusers-pipeline editor (IC-Light, ControlNet) with its UNet in the job's speed mode."""
+    editor.pipe.unet = sped_up(editor.pipe.unet, speed, f"{name}-unet", rep, cache)
+    return editor
 
 
 def stylize(spec: JobSpec, job: JobFolder, rep: Reporter, should_cancel, cache: ModelCache):
@@ -81,9 +101,10 @@ def load_controlnet_editor(spec: JobSpec, rep: Reporter, cache: ModelCache):
     sources = {c.kind: c.source or m.paths.get(f"controlnet-{c.kind}") for c in controls}
     sources = {k: v for k, v in sources.items() if v}
     rep.emit("loading", message=f"loading {ed_key} + ControlNet {', '.join(kinds)}")
+    speed = job_speed(m)
     editor = cache.get(
-        ("controlnet", ed_key, base, tuple(kinds), tuple(sorted(sources.items())), m.dtype, m.device),
-        lambda: load(kinds, base=base, sources=sources, dtype=m.dtype, device=m.device),
+        ("controlnet", ed_key, base, tuple(kinds), tuple(sorted(sources.items())), m.dtype, m.device, speed),
+        lambda: unet_sped_up(load(kinds, base=base, sources=sources, dtype=m.dtype, device=m.device), speed, ed_key, rep, cache),
     )
     # per-job settings on the warm editor
     editor.scales, editor.start, editor.end, editor.strength = [c.scale for c in controls], e.control_start, e.control_end, e.strength
@@ -145,6 +166,7 @@ def load_gaffer_editor(spec: JobSpec, rep: Reporter, cache: ModelCache):
     ed_key = m.editor or "neural-gaffer"
     source, base = m.local(ed_key, m.source), m.local("zero123-xl")
     rep.emit("loading", message=f"loading {ed_key}")
+    seva_only(m, ed_key, rep)
     return ed_key, cache.get(
         ("neural_gaffer", ed_key, source, base, m.dtype, m.device),
         lambda: load_neural_gaffer(source, base=base, dtype=m.dtype, device=m.device),
@@ -188,6 +210,7 @@ def load_fixup_editor(spec: JobSpec, rep: Reporter, cache: ModelCache):
     ed_key = m.editor or "magicfixup"
     source = m.local(ed_key, m.source)
     rep.emit("loading", message=f"loading {ed_key}")
+    seva_only(m, ed_key, rep)
     return ed_key, cache.get(
         ("magicfixup", ed_key, source, m.dtype, m.device),
         lambda: load_magic_fixup(source, dtype=m.dtype, device=m.device, log=lambda msg: rep.emit("loading", message=msg)),

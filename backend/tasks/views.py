@@ -115,6 +115,7 @@ def consistency_outputs(spec: JobSpec, job: JobFolder, generated: dict, outputs:
 
 def load_seva(spec: JobSpec, rep: Reporter, cache: ModelCache):
     from ..models.seva.encoders import load_seva_model
+    from ..models.speed import resolve
     from ..models.weights import pick_device, torch_dtype
 
     m = spec.models
@@ -123,7 +124,20 @@ def load_seva(spec: JobSpec, rep: Reporter, cache: ModelCache):
     dtype = torch_dtype(m.dtype, device)  # auto: fp32 on the CPU (the toy weights are stored in fp16)
     rep.emit("loading", message=f"loading {key}")
     source = m.local(key, m.multiview_source)
-    return key, cache.get(
-        ("seva", key, source, m.paths.get("seva-vae"), m.paths.get("seva-clip"), m.dtype, str(device)),
-        lambda: load_seva_model(source, dtype=dtype, device=device, paths=m.paths),
-    )
+    speed = resolve(m.speed, device)
+
+    def load():
+        model = load_seva_model(source, dtype=dtype, device=device, paths=m.paths)
+        model.net = sped_up(model.net, speed, key, rep, cache)
+        return model
+
+    return key, cache.get(("seva", key, source, m.paths.get("seva-vae"), m.paths.get("seva-clip"), m.dtype, str(device), speed), load)
+
+
+def sped_up(net, speed: str, name: str, rep: Reporter, cache: ModelCache):
+    """``net`` in the job's speed mode (``backend.models.speed``); says what that means in the job's log."""
+    from ..models.speed import speed_up
+
+    net, done = speed_up(net, speed, name, lambda msg: rep.emit("loading", message=msg))
+    cache.compiled(done.caches)
+    return net

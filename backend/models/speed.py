@@ -1,0 +1,70 @@
+"""Speed modes for the big networks of a job (SEVA's network, the editor's UNet): the job spec's
+``models.speed`` (#17, docs/performance.md "Speed modes").
+
+- ``eager``: the networks as loaded.
+- ``fp8``: their linear layers in fp8 e4m3 (``backend.models.fp8``; Hopper-class GPUs run those
+  products at twice bf16's rate). Changes results by e4m3's rounding: opt-in.
+- ``compile``: ``torch.compile``; its artefacts are kept on disk (``backend.compile_cache``), so only
+  the first process on a machine pays the whole compile; later ones load them and trace only.
+- ``compile-fp8``: both.
+- ``auto``: the fastest mode measured to stay within bf16's own error on the job's device. Until that
+  yardstick (bf16 eager against fp32 on the same edit) has been measured on a GPU, that is ``eager``
+  everywhere: the H200 table has compile 19 % faster at 5e-3 relative error, not yet judged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+SPEED_MODES = ("auto", "eager", "fp8", "compile", "compile-fp8")
+
+
+def resolve(mode: str, device: torch.device | str) -> str:
+    """The mode a job runs in: ``auto`` becomes a concrete one for the device (see the module's note)."""
+    if mode not in SPEED_MODES:
+        raise ValueError(f"unknown speed mode {mode!r}; choose one of {', '.join(SPEED_MODES)}")
+    return "eager" if mode == "auto" else mode
+
+
+@dataclass
+class SpedUp:
+    """What ``speed_up`` did: for the job's log, and the compile caches to save once the job has run."""
+
+    mode: str
+    fp8_layers: int = 0
+    caches: list = field(default_factory=list)  # backend.compile_cache.CompileCache
+    loaded_artefacts: int = 0
+
+    def describe(self, name: str) -> str:
+        parts = [f"{name}: speed mode {self.mode}"]
+        if "fp8" in self.mode:
+            parts.append(f"{self.fp8_layers} linear layers in fp8")
+        if "compile" in self.mode:
+            parts.append(
+                f"compiled artefacts loaded ({self.loaded_artefacts}): tracing only"
+                if self.loaded_artefacts
+                else "compiling for this machine: the first steps take minutes, once per machine"
+            )
+        return "; ".join(parts)
+
+
+def speed_up(module: torch.nn.Module, mode: str, name: str, say: Callable[[str], None] | None = None) -> tuple[torch.nn.Module, SpedUp]:
+    """``module`` in ``mode`` (already resolved): converted in place for fp8, wrapped for compile."""
+    from ..compile_cache import CompileCache
+
+    done = SpedUp(mode)
+    if "fp8" in mode:
+        from .fp8 import to_fp8
+
+        done.fp8_layers = to_fp8(module, min_features=64)
+    if "compile" in mode:
+        cache = CompileCache(f"{name}-{mode}".replace("/", "-"))
+        done.loaded_artefacts = cache.load()
+        done.caches.append(cache)
+        module = torch.compile(module)
+    if say is not None and mode != "eager":
+        say(done.describe(name))
+    return module, done
