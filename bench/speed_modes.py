@@ -16,8 +16,9 @@ Optional (``--modes``, GPU only): ``eager-cudnn-attention`` / ``eager-flash-atte
 scaled-dot-product attention held to one backend), ``compile-graphs`` (``mode="reduce-overhead"``:
 CUDA graphs of the compiled networks), ``eager-fp8`` / ``compile-fp8`` (both networks' linear layers
 in fp8, ``backend.models.fp8``), ``eager-nobench`` (cuDNN's benchmark mode off: its share of the
-warm-up), and ``fp32`` (everything in fp32, TF32 off): with it in the list every row also reports its
-error against fp32, and bf16 eager's own error there is the yardstick a faster mode must stay within.
+warm-up), ``eager-streams`` (the editor's UNet on a CUDA stream of its own beside SEVA's network),
+and ``fp32`` (everything in fp32, TF32 off): with it in the list every row also reports its error
+against fp32, and bf16 eager's own error there is the yardstick a faster mode must stay within.
 """
 
 from __future__ import annotations
@@ -103,7 +104,8 @@ def worker(a: argparse.Namespace) -> None:
     S = a.size
     K = np.array([[S * 1.0, 0, S / 2], [0, S * 1.0, S / 2], [0, 0, 1]])
     views = make_views("iclight", a.views, S, c2w, K)
-    s = EditSettings(prompt="beach sunset lighting", steps=a.steps, T=min(21, a.views), size=S, lam=0.015, cfg_editor=2.0)
+    s = EditSettings(prompt="beach sunset lighting", steps=a.steps, T=min(21, a.views), size=S, lam=0.015, cfg_editor=2.0,
+                     overlap=a.mode == "eager-streams")  # fmt: skip
 
     def timed(fn):
         if cuda:

@@ -66,6 +66,7 @@ class EditSettings:
     alignment: str = "step"
     join: str = "noise"  # alignment="sigma": a late participant starts from noise or its partner's x0_hat
     max_pull: float | None = 0.5
+    overlap: bool = False  # CUDA: the editor predicts on a stream of its own beside SEVA (sample_coupled)
 
 
 @dataclass
@@ -206,6 +207,7 @@ def edit_window(seva: SevaModel, editor: Editor, p: dict, callback=None, should_
         max_pull=s.max_pull,
         callback=callback,
         should_cancel=should_cancel,
+        overlap=s.overlap,
     )
     return {"images": seva.vae.decode(res.latents["seva"][slots]).cpu(), "targets": targets, "label": p["label"]}
 

@@ -221,8 +221,12 @@ def sample_coupled(
     max_pull: float | None = 0.5,
     callback: Callable[[StepInfo], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
+    overlap: bool = False,
 ) -> CoupledSample:
-    """Run all participants jointly; returns every participant's final (sigma = 0) latent."""
+    """Run all participants jointly; returns every participant's final (sigma = 0) latent.
+
+    ``overlap``: on CUDA, each participant after the first predicts on a stream of its own, so the
+    GPU can run two networks' kernels side by side (same results; a speed mode, bench/speed_modes.py)."""
     _check_inputs(participants, couplings, step, alignment, join)
     eta = (1.0 if step == "ddpm" else 0.0) if eta is None else float(eta)
     n_steps, grids, start = _grids(participants, alignment, sigmas)
@@ -257,7 +261,10 @@ def sample_coupled(
                     result.join_source[p.name] = "noise"
         live = [p for p in participants if p.name in state]
         # 1. predictions
-        x0 = {p.name: p.denoiser(state[p.name], grids[p.name][i]).to(p.dtype) for p in live}
+        if overlap and len(live) > 1 and all(state[p.name].is_cuda for p in live):
+            x0 = _predict_on_streams(live, state, grids, i)
+        else:
+            x0 = {p.name: p.denoiser(state[p.name], grids[p.name][i]).to(p.dtype) for p in live}
         # 2. ordinary steps
         nxt = {}
         for p in live:
@@ -286,6 +293,29 @@ def sample_coupled(
 
     result.latents = {name: state[name] for name in by_name}
     return result
+
+
+_SIDE_STREAMS: dict[tuple[torch.device, int], torch.cuda.Stream] = {}
+
+
+def _predict_on_streams(live: Sequence[Participant], state: dict, grids: dict, i: int) -> dict[str, Tensor]:
+    """Every participant's x0 prediction, the first on the current stream, the others on side streams."""
+    main = torch.cuda.current_stream()
+    out: dict[str, Tensor] = {}
+    for k, p in enumerate(live):
+        if k == 0:
+            out[p.name] = p.denoiser(state[p.name], grids[p.name][i]).to(p.dtype)
+            continue
+        dev = state[p.name].device
+        side = _SIDE_STREAMS.setdefault((dev, k), torch.cuda.Stream(device=dev))
+        side.wait_stream(main)  # its input was written on the main stream
+        with torch.cuda.stream(side):
+            x0 = p.denoiser(state[p.name], grids[p.name][i]).to(p.dtype)
+        x0.record_stream(main)  # made on the side stream, used (and freed) on the main one
+        out[p.name] = x0
+    for k in range(1, len(live)):
+        main.wait_stream(_SIDE_STREAMS[(state[live[k].name].device, k)])
+    return out
 
 
 def coupling_gaps(c: Coupling, xa: Tensor, xb: Tensor) -> tuple[Tensor, Tensor]:
