@@ -41,7 +41,8 @@ class Fp8Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         q, scale = quantise_rows(x.reshape(-1, self.in_features))
-        out_dtype = x.dtype if x.dtype in (torch.bfloat16, torch.float16) else torch.float32
+        # row-wise scaled fp8 products on CUDA return bf16 only; the CPU kernel also gives fp32
+        out_dtype = torch.bfloat16 if x.is_cuda else x.dtype if x.dtype in (torch.bfloat16, torch.float16) else torch.float32
         y = torch._scaled_mm(q, self.weight_fp8.t(), scale_a=scale, scale_b=self.weight_scale, out_dtype=out_dtype)
         if self.bias is not None:
             y = y + self.bias.to(y.dtype)
