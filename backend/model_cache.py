@@ -32,7 +32,8 @@ class ModelCache:
 
     def end_job(self) -> int:
         """Saves what this process compiled during the job (the next process loads it); returns the files written."""
-        saved = sum(bool(c.save()) for c in self._unsaved)
+        unique = {c.path: c for c in self._unsaved}.values()  # networks compiled in one mode share one file
+        saved = sum(bool(c.save()) for c in unique)
         self._unsaved = []
         return saved
 

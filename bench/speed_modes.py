@@ -42,6 +42,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 MODES = ("eager", "compile-cold", "compile-warm")
+# bench modes that are a job's speed mode: measured through the same code a job runs
+JOB_MODES = {"eager-fp8": "fp8", "compile-cold": "compile", "compile-warm": "compile", "compile-fp8": "compile-fp8"}
 
 
 def build_models(tiny: bool, device: torch.device, dtype: torch.dtype):
@@ -69,8 +71,8 @@ def worker(a: argparse.Namespace) -> None:
     """One mode in this process: prints a JSON line, writes the images to ``a.images``."""
     from relight_bench import make_views
 
-    from backend.compile_cache import CompileCache
     from backend.models.seva.cameras import orbit
+    from backend.models.speed import speed_up
     from backend.pipelines.multiview_edit import EditSettings, edit_views
 
     device = torch.device(a.device)
@@ -80,18 +82,15 @@ def worker(a: argparse.Namespace) -> None:
     if a.mode == "fp32":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     seva, editor = build_models(a.tiny, device, dtype)
-    if a.mode.endswith("-fp8"):
-        from backend.models.fp8 import to_fp8
-
-        least = 16 if a.tiny else 256  # tiny models: convert what can be, to exercise the path
-        print(f"fp8 linears: SEVA {to_fp8(seva.net, least)}, editor {to_fp8(editor.pipe.unet, least)}", file=sys.stderr)
-    cache = CompileCache(f"bench-iclight-{a.views}x{a.size}{'-tiny' if a.tiny else ''}")
-    loaded = 0
-    if a.mode.startswith("compile"):
-        loaded = cache.load()
-        kw = {"mode": "reduce-overhead"} if a.mode == "compile-graphs" else {}
-        seva.net = torch.compile(seva.net, **kw)
-        editor.pipe.unet = torch.compile(editor.pipe.unet, **kw)
+    caches, loaded = [], 0
+    if job_mode := JOB_MODES.get(a.mode):  # what a job with models.speed = job_mode runs (backend.models.speed)
+        say = functools.partial(print, file=sys.stderr)
+        seva.net, done = speed_up(seva.net, job_mode, "seva", say)
+        editor.pipe.unet, _ = speed_up(editor.pipe.unet, job_mode, "editor-unet", say)
+        caches, loaded = done.caches, done.loaded_artefacts  # both networks share the mode's one file
+    elif a.mode == "compile-graphs":
+        seva.net = torch.compile(seva.net, mode="reduce-overhead")
+        editor.pipe.unet = torch.compile(editor.pipe.unet, mode="reduce-overhead")
     attention = contextlib.nullcontext
     if a.mode.startswith("eager-") and a.mode.endswith("-attention"):
         from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -119,7 +118,7 @@ def worker(a: argparse.Namespace) -> None:
         return out, time.perf_counter() - t0, torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
 
     _, warm_s, _ = timed(lambda: edit_views(seva, editor, views, 0, EditSettings(**(s.__dict__ | {"steps": 2}))))
-    saved = cache.save() if a.mode == "compile-cold" else False
+    saved = any(c.save() for c in caches) if a.mode == "compile-cold" else False
     res, total_s, peak = timed(lambda: edit_views(seva, editor, views, 0, s))
     np.save(a.images, torch.stack(res.images).float().numpy())
     print(json.dumps({"mode": a.mode, "warmup_s": warm_s, "total_s": total_s, "s_per_step": total_s / a.steps, "peak_gib": peak,

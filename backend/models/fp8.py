@@ -58,7 +58,7 @@ def eligible(linear: nn.Linear, min_features: int) -> bool:
     return k % 16 == 0 and n % 16 == 0 and min(k, n) >= min_features
 
 
-def to_fp8(module: nn.Module, min_features: int = 256) -> int:
+def to_fp8(module: nn.Module, min_features: int = 64) -> int:
     """Replaces every eligible ``nn.Linear`` under ``module`` by an ``Fp8Linear`` (in place); returns the count."""
     count = 0
     for name, child in list(module.named_children()):

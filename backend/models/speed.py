@@ -51,6 +51,11 @@ class SpedUp:
         return "; ".join(parts)
 
 
+# torch keeps compile artefacts per process, and one save writes all of them: so one file per mode
+# (not per network), loaded into a process once
+_LOADED: dict[str, int] = {}
+
+
 def speed_up(module: torch.nn.Module, mode: str, name: str, say: Callable[[str], None] | None = None) -> tuple[torch.nn.Module, SpedUp]:
     """``module`` in ``mode`` (already resolved): converted in place for fp8, wrapped for compile."""
     from ..compile_cache import CompileCache
@@ -59,10 +64,12 @@ def speed_up(module: torch.nn.Module, mode: str, name: str, say: Callable[[str],
     if "fp8" in mode:
         from .fp8 import to_fp8
 
-        done.fp8_layers = to_fp8(module, min_features=64)
+        done.fp8_layers = to_fp8(module)
     if "compile" in mode:
-        cache = CompileCache(f"{name}-{mode}".replace("/", "-"))
-        done.loaded_artefacts = cache.load()
+        cache = CompileCache(f"models-{mode}")
+        if str(cache.path) not in _LOADED:
+            _LOADED[str(cache.path)] = cache.load()
+        done.loaded_artefacts = _LOADED[str(cache.path)]
         done.caches.append(cache)
         module = torch.compile(module)
     if say is not None and mode != "eager":

@@ -301,11 +301,10 @@ _SIDE_STREAMS: dict[tuple[torch.device, int], torch.cuda.Stream] = {}
 def _predict_on_streams(live: Sequence[Participant], state: dict, grids: dict, i: int) -> dict[str, Tensor]:
     """Every participant's x0 prediction, the first on the current stream, the others on side streams."""
     main = torch.cuda.current_stream()
-    out: dict[str, Tensor] = {}
-    for k, p in enumerate(live):
-        if k == 0:
-            out[p.name] = p.denoiser(state[p.name], grids[p.name][i]).to(p.dtype)
-            continue
+    first = live[0]
+    out = {first.name: first.denoiser(state[first.name], grids[first.name][i]).to(first.dtype)}
+    sides = []
+    for k, p in enumerate(live[1:], start=1):
         dev = state[p.name].device
         side = _SIDE_STREAMS.setdefault((dev, k), torch.cuda.Stream(device=dev))
         side.wait_stream(main)  # its input was written on the main stream
@@ -313,8 +312,9 @@ def _predict_on_streams(live: Sequence[Participant], state: dict, grids: dict, i
             x0 = p.denoiser(state[p.name], grids[p.name][i]).to(p.dtype)
         x0.record_stream(main)  # made on the side stream, used (and freed) on the main one
         out[p.name] = x0
-    for k in range(1, len(live)):
-        main.wait_stream(_SIDE_STREAMS[(state[live[k].name].device, k)])
+        sides.append(side)
+    for side in sides:
+        main.wait_stream(side)
     return out
 
 

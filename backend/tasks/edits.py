@@ -9,7 +9,7 @@ from ..jobs import JobFolder, JobSpec, OutputFile
 from ..naming import view_stem
 from ..registry import MODELS, TASK_DEFAULTS
 from .common import Reporter, write_metadata
-from .views import consistency_outputs, load_seva, sped_up, trained_window_and_size
+from .views import consistency_outputs, job_speed, load_seva, sped_up, trained_window_and_size
 
 if TYPE_CHECKING:
     import numpy as np
@@ -55,13 +55,6 @@ def load_ic_light_editor(spec: JobSpec, rep: Reporter, cache: ModelCache):
 def seva_only(m, ed_key: str, rep: Reporter) -> None:
     if (speed := job_speed(m)) != "eager":
         rep.emit("loading", message=f"speed mode {speed} applies to SEVA only: {ed_key} runs eager")
-
-
-def job_speed(m) -> str:
-    from ..models.speed import resolve
-    from ..models.weights import pick_device
-
-    return resolve(m.speed, pick_device(m.device))
 
 
 def unet_sped_up(editor, speed: str, name: str, rep: Reporter, cache: ModelCache):

@@ -115,7 +115,6 @@ def consistency_outputs(spec: JobSpec, job: JobFolder, generated: dict, outputs:
 
 def load_seva(spec: JobSpec, rep: Reporter, cache: ModelCache):
     from ..models.seva.encoders import load_seva_model
-    from ..models.speed import resolve
     from ..models.weights import pick_device, torch_dtype
 
     m = spec.models
@@ -124,7 +123,7 @@ def load_seva(spec: JobSpec, rep: Reporter, cache: ModelCache):
     dtype = torch_dtype(m.dtype, device)  # auto: fp32 on the CPU (the toy weights are stored in fp16)
     rep.emit("loading", message=f"loading {key}")
     source = m.local(key, m.multiview_source)
-    speed = resolve(m.speed, device)
+    speed = job_speed(m)
 
     def load():
         model = load_seva_model(source, dtype=dtype, device=device, paths=m.paths)
@@ -132,6 +131,14 @@ def load_seva(spec: JobSpec, rep: Reporter, cache: ModelCache):
         return model
 
     return key, cache.get(("seva", key, source, m.paths.get("seva-vae"), m.paths.get("seva-clip"), m.dtype, str(device), speed), load)
+
+
+def job_speed(m) -> str:
+    """The job's speed mode for its device (``models.speed``, ``auto`` resolved)."""
+    from ..models.speed import resolve
+    from ..models.weights import pick_device
+
+    return resolve(m.speed, pick_device(m.device))
 
 
 def sped_up(net, speed: str, name: str, rep: Reporter, cache: ModelCache):
