@@ -146,26 +146,33 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="speed-modes-"))
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))  # keep carried packages importable
     env = {**os.environ, "PYTHONPATH": path, "COUPLED_EDIT_CACHE": str(work / "cache")}
-    rows = []
+    rows: list[dict] = []
+    failed: list[dict] = []
     for mode in a.modes.split(","):
         images = work / f"{mode}.npy"
         cmd = [sys.executable, __file__, "--mode", mode, "--images", str(images), "--device", a.device, "--views", str(a.views),
                "--size", str(a.size), "--steps", str(a.steps)] + (["--tiny"] if a.tiny else [])  # fmt: skip
         # every mode gets an empty inductor folder: only compile-warm's loaded artefacts can spare it compiling
         r = subprocess.run(cmd, env=env | {"TORCHINDUCTOR_CACHE_DIR": str(work / f"inductor-{mode}")}, capture_output=True, text=True)
-        if r.returncode != 0:
-            raise SystemExit(f"mode {mode} failed:\n{r.stderr[-4000:]}")
+        if r.returncode != 0:  # keep the other modes' rows: one broken mode must not cost a whole GPU call
+            failed.append({"mode": mode, "stderr": r.stderr[-4000:]})
+            print(f"mode {mode} failed:\n{r.stderr[-4000:]}", file=sys.stderr, flush=True)
+            continue
         row = json.loads(r.stdout.strip().splitlines()[-1])
         ref = np.load(work / f"{rows[0]['mode'] if rows else mode}.npy")
         got = np.load(images)
         row["error_vs_reference"] = rel_error(got, ref)
         rows.append(row)
         print(json.dumps(row), flush=True)
+        write(a, rows, failed)  # after every mode, so a call that runs out of time still returns what it measured
+    if not rows:
+        raise SystemExit("every mode failed")
     if (work / "fp32.npy").exists():
         fp32 = np.load(work / "fp32.npy")
         for r in rows:
             r["error_vs_fp32"] = rel_error(np.load(work / f"{r['mode']}.npy"), fp32)
-    dev = torch.cuda.get_device_name() if a.device == "cuda" else "cpu"
+    write(a, rows, failed)
+    dev = device_name(a)
     ref_name = "bf16 eager" if a.device == "cuda" else "fp32 eager"
     print(f"\n{dev}, {a.views} views, {a.size}², {a.steps} steps{' (TINY models)' if a.tiny else ''}; error: relative L2 vs {ref_name}")
     vs32 = "error_vs_fp32" in rows[0]
@@ -175,10 +182,22 @@ def main() -> None:
         cells = [r["mode"], f"{r['s_per_step']:.3f}", f"{r['total_s']:.2f}", f"{r['warmup_s']:.1f}", f"{r['peak_gib']:.2f}"]
         cells += [f"{r['error_vs_reference']:.2e}"] + ([f"{r['error_vs_fp32']:.2e}"] if vs32 else [])
         print("| " + " | ".join(cells) + " |")
-    if a.out:
-        meta = {"device": dev, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "tiny": a.tiny, "views": a.views,
-                "size": a.size, "steps": a.steps}  # fmt: skip
-        Path(a.out).write_text(json.dumps({"settings": meta, "rows": rows}, indent=1) + "\n")
+    for f in failed:
+        print(f"| {f['mode']} | failed (stderr in the JSON) |")
+    if failed:
+        raise SystemExit(f"{len(failed)} mode(s) failed: {', '.join(f['mode'] for f in failed)}")
+
+
+def device_name(a: argparse.Namespace) -> str:
+    return torch.cuda.get_device_name() if a.device == "cuda" else "cpu"
+
+
+def write(a: argparse.Namespace, rows: list[dict], failed: list[dict]) -> None:
+    if not a.out:
+        return
+    meta = {"device": device_name(a), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "tiny": a.tiny,
+            "views": a.views, "size": a.size, "steps": a.steps, "commit": os.environ.get("COUPLED_EDIT_COMMIT", "")}  # fmt: skip
+    Path(a.out).write_text(json.dumps({"settings": meta, "rows": rows, "failed": failed}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
