@@ -2,14 +2,16 @@
 ``models.speed`` (#17, docs/performance.md "Speed modes").
 
 - ``eager``: the networks as loaded.
-- ``fp8``: their linear layers in fp8 e4m3 (``backend.models.fp8``; Hopper-class GPUs run those
-  products at twice bf16's rate). Changes results by e4m3's rounding: opt-in.
+- ``fp8``: their linear layers in fp8 e4m3 (``backend.models.fp8``). Measured slower on an H200
+  (0.82 vs 0.48 s per coupled step: the activation scaling is extra memory passes) at 2e-2 error:
+  opt-in, kept for GPUs and shapes where the GEMMs dominate.
 - ``compile``: ``torch.compile``; its artefacts are kept on disk (``backend.compile_cache``), so only
   the first process on a machine pays the whole compile; later ones load them and trace only.
-- ``compile-fp8``: both.
-- ``auto``: the fastest mode measured to stay within bf16's own error on the job's device. Until that
-  yardstick (bf16 eager against fp32 on the same edit) has been measured on a GPU, that is ``eager``
-  everywhere: the H200 table has compile 19 % faster at 5e-3 relative error, not yet judged.
+- ``compile-fp8``: both (on the H200 level with ``compile``, not faster).
+- ``auto``: the fastest mode measured to stay within bf16's own error *and* the 30 s warm-up budget
+  on the job's device: ``eager`` everywhere. On the H200 compile is 15-19 % faster with an error
+  inside bf16's run-to-run noise, but its warm-up is 237 s on a machine's first process and 57 s on
+  every later one (docs/performance.md, "Second H200 measurement").
 """
 
 from __future__ import annotations
