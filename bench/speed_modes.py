@@ -16,7 +16,8 @@ Optional (``--modes``, GPU only): ``eager-cudnn-attention`` / ``eager-flash-atte
 scaled-dot-product attention held to one backend), ``compile-graphs`` (``mode="reduce-overhead"``:
 CUDA graphs of the compiled networks), ``eager-fp8`` / ``compile-fp8`` (both networks' linear layers
 in fp8, ``backend.models.fp8``), ``eager-nobench`` (cuDNN's benchmark mode off: its share of the
-warm-up), ``eager-streams`` (the editor's UNet on a CUDA stream of its own beside SEVA's network),
+warm-up), ``eager-profile`` (a 3-step edit under torch.profiler with each network's calls marked,
+its table written beside ``--out``), ``eager-streams`` (the editor's UNet on a CUDA stream of its own beside SEVA's network),
 and ``fp32`` (everything in fp32, TF32 off): with it in the list every row also reports its error
 against fp32, and bf16 eager's own error there is the yardstick a faster mode must stay within.
 """
@@ -78,7 +79,7 @@ def worker(a: argparse.Namespace) -> None:
     device = torch.device(a.device)
     cuda = device.type == "cuda"
     dtype = torch.bfloat16 if cuda and a.mode != "fp32" else torch.float32
-    torch.backends.cudnn.benchmark = a.mode != "eager-nobench"
+    torch.backends.cudnn.benchmark = a.mode not in ("eager-nobench", "eager-profile")  # jobs never turn it on
     if a.mode == "fp32":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     seva, editor = build_models(a.tiny, device, dtype)
@@ -118,11 +119,35 @@ def worker(a: argparse.Namespace) -> None:
         return out, time.perf_counter() - t0, torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
 
     _, warm_s, _ = timed(lambda: edit_views(seva, editor, views, 0, EditSettings(**(s.__dict__ | {"steps": 2}))))
+    if a.mode == "eager-profile":
+        profile_steps(seva, editor, lambda: edit_views(seva, editor, views, 0, EditSettings(**(s.__dict__ | {"steps": 3}))), a.images)
     saved = any(c.save() for c in caches) if a.mode == "compile-cold" else False
     res, total_s, peak = timed(lambda: edit_views(seva, editor, views, 0, s))
     np.save(a.images, torch.stack(res.images).float().numpy())
     print(json.dumps({"mode": a.mode, "warmup_s": warm_s, "total_s": total_s, "s_per_step": total_s / a.steps, "peak_gib": peak,
                       "artefacts_loaded": loaded, "artefacts_saved": saved}))  # fmt: skip
+
+
+def profile_steps(seva, editor, run, images: str) -> None:
+    """A 3-step edit under torch.profiler, each network's calls marked: the table goes beside the images."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    def marked(module: torch.nn.Module, name: str) -> None:
+        forward = module.forward
+
+        def call(*args, **kwargs):
+            with record_function(name):
+                return forward(*args, **kwargs)
+
+        module.forward = call
+
+    marked(seva.net, "seva.net")
+    marked(editor.pipe.unet, "editor.unet")
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile(activities=acts) as prof:
+        run()
+    key = "cuda_time_total" if torch.cuda.is_available() else "cpu_time_total"
+    Path(images).with_suffix(".profile.txt").write_text(prof.key_averages().table(sort_by=key, row_limit=40))
 
 
 def rel_error(got: np.ndarray, ref: np.ndarray) -> float:
@@ -164,7 +189,9 @@ def main() -> None:
         row["error_vs_reference"] = rel_error(got, ref)
         rows.append(row)
         print(json.dumps(row), flush=True)
-        write(a, rows, failed)  # after every mode, so a call that runs out of time still returns what it measured
+        write(a, rows, failed)
+        if (table := images.with_suffix(".profile.txt")).exists() and a.out:
+            Path(a.out).with_suffix(".profile.txt").write_text(table.read_text())  # after every mode, so a call that runs out of time still returns what it measured
     if not rows:
         raise SystemExit("every mode failed")
     if (work / "fp32.npy").exists():
@@ -195,6 +222,7 @@ def device_name(a: argparse.Namespace) -> str:
 def write(a: argparse.Namespace, rows: list[dict], failed: list[dict]) -> None:
     if not a.out:
         return
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     meta = {"device": device_name(a), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "tiny": a.tiny,
             "views": a.views, "size": a.size, "steps": a.steps, "commit": os.environ.get("COUPLED_EDIT_COMMIT", "")}  # fmt: skip
     Path(a.out).write_text(json.dumps({"settings": meta, "rows": rows, "failed": failed}, indent=1) + "\n")
