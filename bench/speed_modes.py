@@ -16,7 +16,8 @@ Optional (``--modes``, GPU only): ``eager-cudnn-attention`` / ``eager-flash-atte
 scaled-dot-product attention held to one backend), ``compile-graphs`` (``mode="reduce-overhead"``:
 CUDA graphs of the compiled networks), ``eager-fp8`` / ``compile-fp8`` (both networks' linear layers
 in fp8, ``backend.models.fp8``), ``eager-nobench`` (cuDNN's benchmark mode off: its share of the
-warm-up), ``eager-profile`` (a 3-step edit under torch.profiler with each network's calls marked,
+warm-up), ``eager-gn`` (every GroupNorm of both networks from two sums and one multiply-add,
+``backend.models.sum_group_norm``), ``eager-profile`` (a 3-step edit under torch.profiler with each network's calls marked,
 its table written beside ``--out``), ``eager-streams`` (the editor's UNet on a CUDA stream of its own beside SEVA's network),
 and ``fp32`` (everything in fp32, TF32 off): with it in the list every row also reports its error
 against fp32, and bf16 eager's own error there is the yardstick a faster mode must stay within.
@@ -89,6 +90,10 @@ def worker(a: argparse.Namespace) -> None:
         seva.net, done = speed_up(seva.net, job_mode, "seva", say)
         editor.pipe.unet, _ = speed_up(editor.pipe.unet, job_mode, "editor-unet", say)
         caches, loaded = done.caches, done.loaded_artefacts  # both networks share the mode's one file
+    elif a.mode == "eager-gn":  # GroupNorm statistics from plain sums (backend.models.sum_group_norm)
+        from backend.models.sum_group_norm import use_sum_group_norm
+
+        print(f"group norms from sums: seva {use_sum_group_norm(seva.net)}, editor {use_sum_group_norm(editor.pipe.unet)}", file=sys.stderr)
     elif a.mode == "compile-graphs":
         seva.net = torch.compile(seva.net, mode="reduce-overhead")
         editor.pipe.unet = torch.compile(editor.pipe.unet, mode="reduce-overhead")
@@ -189,9 +194,9 @@ def main() -> None:
         row["error_vs_reference"] = rel_error(got, ref)
         rows.append(row)
         print(json.dumps(row), flush=True)
-        write(a, rows, failed)
+        write(a, rows, failed)  # after every mode, so a call that runs out of time still returns what it measured
         if (table := images.with_suffix(".profile.txt")).exists() and a.out:
-            Path(a.out).with_suffix(".profile.txt").write_text(table.read_text())  # after every mode, so a call that runs out of time still returns what it measured
+            Path(a.out).with_suffix(".profile.txt").write_text(table.read_text())
     if not rows:
         raise SystemExit("every mode failed")
     if (work / "fp32.npy").exists():
