@@ -43,7 +43,7 @@ class SpedUp:
     def describe(self, name: str) -> str:
         parts = [f"{name}: speed mode {self.mode}"]
         if "fp8" in self.mode:
-            parts.append(f"{self.fp8_layers} linear layers in fp8")
+            parts.append(f"{self.fp8_layers} linear layers in fp8 (measured no faster than bf16 on an H200, docs/performance.md)")
         if "compile" in self.mode:
             parts.append(
                 f"compiled artefacts loaded ({self.loaded_artefacts}): tracing only"
