@@ -2,15 +2,15 @@
 
 On an H200 PyTorch's CUDA group norm took 24 % of a coupled IC-Light x SEVA edit's GPU time, as
 much as every convolution (docs/performance.md, "Where a coupled step's GPU time goes"): its Welford
-statistics kernel ran at about a fourteenth of memory bandwidth on SEVA's shapes (0.48 ms for a
-139 MB activation that one read covers in 35 us). Here the statistics are two bandwidth-bound
+statistics kernels averaged 0.19 and 0.48 ms per call, where one read of SEVA's largest activation
+(139 MB in bf16) takes about 35 us at the H200's bandwidth. Here the statistics are two bandwidth-bound
 reductions (the sum and the sum of squares, accumulated in float32 without an up-cast copy) and the
-normalisation is one ``addcmul`` with per-channel scale and shift: three reads and one write.
+normalisation is one ``addcmul`` with float32 per-channel scale and shift: three reads and one write.
 
 The variance is E[x^2] - E[x]^2 in float32: exact enough while a group's |mean| stays within about a
 hundred standard deviations (network activations are far inside that; the test checks an offset of
-8). Unmeasured on a GPU yet: a bench
-row (``bench/speed_modes.py --modes eager,eager-gn``) decides whether it is kept.
+8). Unmeasured on a GPU yet: a bench row (``bench/speed_modes.py --modes eager-nobench,eager-gn``)
+decides whether it is kept.
 """
 
 from __future__ import annotations
