@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from common import frozen_vae
 from safetensors.torch import load_file
-from train_seva import SEVA_CONFIG, T, input_slots, plucker_maps, toy_clip
+from train_seva import SEVA_CONFIG, T, encode_windows, input_slots, network_input, toy_clip
 
 from backend.models.seva.encoders import ClipConditioner
 from backend.models.seva.network import SevaConfig, SevaNet
@@ -30,15 +30,11 @@ INDICES = (100, 400, 700, 900, 999)  # sigma 0.91, 6.4, 19.9, 48.6, 84.9
 @torch.no_grad()
 def x0_errors(model: str, vae_path: str, windows: int, seed: int) -> dict[str, float]:
     vae = frozen_vae(vae_path, "cpu")
-    conditioner = ClipConditioner(toy_clip())
     net = SevaNet(SevaConfig(**SEVA_CONFIG)).eval()
     net.load_state_dict({k: v.float() for k, v in load_file(f"{model}/model.safetensors").items()})
     g = torch.Generator().manual_seed(seed)
-    w = data.windows(windows, T, g)
-    x = w.images.flatten(0, 1) * 2 - 1
-    z = vae.encode(x).latent_dist.mean * vae.config.scaling_factor
-    emb = conditioner(x).view(windows, T, -1)
-    plucker = plucker_maps(w).flatten(0, 1)
+    zt, emb, plucker = encode_windows(data.windows(windows, T, g), vae, ClipConditioner(toy_clip()))
+    z, plucker = zt.flatten(0, 1), plucker.flatten(0, 1)
     mask = input_slots(windows, torch.ones(windows, dtype=torch.long), g)
     ctx = ((emb * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)).repeat_interleave(T, 0)[:, None]
     m = mask.flatten().float().view(-1, 1, 1, 1)
@@ -47,11 +43,9 @@ def x0_errors(model: str, vae_path: str, windows: int, seed: int) -> dict[str, f
     for i in INDICES:
         sigma = SIGMA_TABLE[i]
         eps = torch.randn(z.shape, generator=g)
-        noisy = (z + sigma * eps) * (1 - m) + z * m
-        net_in = torch.cat([noisy / torch.sqrt(sigma**2 + 1), m.expand(-1, 1, *z.shape[-2:]), plucker], 1)
-        pred = net(net_in, torch.full((len(z),), i), ctx, plucker, T)
-        out[f"sigma {sigma:.3g}"] = F.mse_loss(noisy - sigma * pred, z, reduction="none")[targets].mean().item()
-    zt = z.view(windows, T, *z.shape[1:])
+        pred = net(network_input(z, eps, sigma, m, plucker), torch.full((len(z),), i), ctx, plucker, T)
+        x0 = (z + sigma * eps) - sigma * pred  # the denoiser's output D = x - sigma * eps_pred on the target slots
+        out[f"sigma {sigma:.3g}"] = F.mse_loss(x0, z, reduction="none")[targets].mean().item()
     out["means"] = ((zt - zt.mean(dim=(1, 3, 4), keepdim=True)) ** 2).flatten(0, 1)[targets].mean().item()
     given = zt[mask].repeat_interleave(T, 0).view_as(zt)  # one input slot per window
     out["copy"] = ((zt - given) ** 2).flatten(0, 1)[targets].mean().item()

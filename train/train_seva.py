@@ -88,6 +88,24 @@ def plucker_maps(w: data.Windows) -> torch.Tensor:
     return torch.stack(out)
 
 
+@torch.no_grad()
+def encode_windows(w: data.Windows, vae, conditioner: ClipConditioner) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Latents (n, T, 4, h, w), CLIP embeddings (n, T, 64) and Plücker maps (n, T, 6, h, w) of rendered windows."""
+    n = len(w.images)
+    x = w.images.flatten(0, 1) * 2 - 1
+    z = vae.encode(x).latent_dist.mean * vae.config.scaling_factor
+    emb = conditioner(x)
+    return z.view(n, T, *z.shape[1:]), emb.view(n, T, -1), plucker_maps(w).to(z.device)
+
+
+def network_input(z: torch.Tensor, eps: torch.Tensor, sigma: torch.Tensor, m: torch.Tensor, plucker: torch.Tensor) -> torch.Tensor:
+    """SevaNet's input as SEVA's denoiser builds it: noisy latents with the clean ones in input slots (mask
+    ``m`` = 1), scaled by c_in, then the mask and Plücker channels. All per frame: (B*T, ...)."""
+    noisy = (z + sigma * eps) * (1 - m) + z * m
+    c_in = 1 / torch.sqrt(sigma**2 + 1)
+    return torch.cat([noisy * c_in, m.expand(-1, 1, *z.shape[-2:]), plucker], 1)
+
+
 def main() -> None:
     ap = parser(__doc__)
     ap.add_argument("--vae", default="outputs/toy_models/vae-toy")
@@ -96,7 +114,6 @@ def main() -> None:
     g = start(args, 3)
     dev = args.device
     vae = frozen_vae(args.vae, dev)
-    sf = vae.config.scaling_factor
     clip = toy_clip().to(dev)
     conditioner = ClipConditioner(clip)
     net = SevaNet(SevaConfig(**SEVA_CONFIG))
@@ -112,13 +129,7 @@ def main() -> None:
     b = args.batch
 
     def fresh(n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """n windows: latents (n, T, 4, h, w), CLIP embeddings (n, T, 64), Plücker maps (n, T, 6, h, w)."""
-        w = data.windows(n, T, g, device=dev)
-        x = w.images.flatten(0, 1) * 2 - 1
-        with torch.no_grad():
-            z = vae.encode(x).latent_dist.mean * sf
-            emb = conditioner(x)
-        return z.view(n, T, *z.shape[1:]), emb.view(n, T, -1), plucker_maps(w).to(dev)
+        return encode_windows(data.windows(n, T, g, device=dev), vae, conditioner)
 
     cache = None
     if args.cache:  # a fixed set of windows, drawn from at random (no rendering in the loop)
@@ -141,9 +152,7 @@ def main() -> None:
         sigma = table[idx].repeat_interleave(T).view(-1, 1, 1, 1)
         eps = torch.randn_like(z)
         m = (mask & ~uncond[:, None]).flatten().float().view(-1, 1, 1, 1)
-        x_r = (z + sigma * eps) * (1 - m) + z * m
-        c_in = 1 / torch.sqrt(sigma**2 + 1)
-        net_in = torch.cat([x_r * c_in, m.expand(-1, 1, *z.shape[-2:]), plucker], 1)
+        net_in = network_input(z, eps, sigma, m, plucker)
         with autocast(dev):
             pred = step_net(net_in, idx.repeat_interleave(T), ctx.repeat_interleave(T, 0)[:, None], plucker, T).float()
         weight = loss_weights(sigma.flatten(), args.weighting) * (1 - m.flatten())
