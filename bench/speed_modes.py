@@ -17,7 +17,9 @@ scaled-dot-product attention held to one backend), ``compile-graphs`` (``mode="r
 CUDA graphs of the compiled networks), ``eager-fp8`` / ``compile-fp8`` (both networks' linear layers
 in fp8, ``backend.models.fp8``), ``eager-nobench`` (cuDNN's benchmark mode off: its share of the
 warm-up), ``eager-gn`` (every GroupNorm of both networks from two sums and one multiply-add,
-``backend.models.sum_group_norm``), ``eager-profile`` (a 3-step edit under torch.profiler with each network's calls marked,
+``backend.models.sum_group_norm``), ``eager-triton-gn`` (every GroupNorm as one Triton kernel, fused
+with the SiLU after it in SEVA's blocks, ``backend.models.triton_group_norm``), ``eager-profile``
+(a 3-step edit under torch.profiler with each network's calls marked,
 its table written beside ``--out``), ``eager-streams`` (the editor's UNet on a CUDA stream of its own beside SEVA's network),
 and ``fp32`` (everything in fp32, TF32 off): with it in the list every row also reports its error
 against fp32, and bf16 eager's own error there is the yardstick a faster mode must stay within.
@@ -80,7 +82,7 @@ def worker(a: argparse.Namespace) -> None:
     device = torch.device(a.device)
     cuda = device.type == "cuda"
     dtype = torch.bfloat16 if cuda and a.mode != "fp32" else torch.float32
-    torch.backends.cudnn.benchmark = a.mode not in ("eager-nobench", "eager-profile")  # jobs never turn it on
+    torch.backends.cudnn.benchmark = a.mode not in ("eager-nobench", "eager-profile", "eager-triton-gn")  # jobs never turn it on
     if a.mode == "fp32":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     seva, editor = build_models(a.tiny, device, dtype)
@@ -94,6 +96,11 @@ def worker(a: argparse.Namespace) -> None:
         from backend.models.sum_group_norm import use_sum_group_norm
 
         print(f"group norms from sums: seva {use_sum_group_norm(seva.net)}, editor {use_sum_group_norm(editor.pipe.unet)}", file=sys.stderr)
+    elif a.mode == "eager-triton-gn":  # one Triton kernel per GroupNorm (+ SiLU) (backend.models.triton_group_norm)
+        from backend.models.triton_group_norm import use_triton_group_norm
+
+        done_seva, done_unet = use_triton_group_norm(seva.net), use_triton_group_norm(editor.pipe.unet)
+        print(f"triton group norms (of them + SiLU): seva {done_seva}, editor {done_unet}", file=sys.stderr)
     elif a.mode == "compile-graphs":
         seva.net = torch.compile(seva.net, mode="reduce-overhead")
         editor.pipe.unet = torch.compile(editor.pipe.unet, mode="reduce-overhead")
