@@ -18,7 +18,7 @@ CUDA graphs of the compiled networks), ``eager-fp8`` / ``compile-fp8`` (both net
 in fp8, ``backend.models.fp8``), ``eager-nobench`` (cuDNN's benchmark mode off: its share of the
 warm-up), ``eager-gn`` (every GroupNorm of both networks from two sums and one multiply-add,
 ``backend.models.sum_group_norm``), ``eager-triton-gn`` (every GroupNorm as one Triton kernel, fused
-with the SiLU after it in SEVA's blocks, ``backend.models.triton_group_norm``), ``eager-profile``
+with the SiLU after it in both networks' resnet blocks, ``backend.models.triton_group_norm``), ``eager-profile``
 (a 3-step edit under torch.profiler with each network's calls marked,
 its table written beside ``--out``), ``eager-streams`` (the editor's UNet on a CUDA stream of its own beside SEVA's network),
 and ``fp32`` (everything in fp32, TF32 off): with it in the list every row also reports its error

@@ -6,8 +6,9 @@ SiLU after it is one more read and write. Statistics from plain sums in separate
 (``sum_group_norm``) measured no faster: the passes over memory, not the arithmetic, are the cost.
 Here one program per (sample, group) reads its group twice (statistics, then normalise) and writes
 once, the per-channel affine and an optional SiLU applied on the way out: a fused GroupNorm + SiLU
-moves 3 tensors' worth of bytes where the native pair moves about 6. No compile step: Triton builds
-the kernel on first use (about a second per dtype/flag set, cached on disk by Triton).
+moves 3 tensors' worth of bytes where the native pair moves at least 5 (statistics read, normalise
+read + write, SiLU read + write). No compile step: Triton builds the kernel on first use and keeps
+it in its disk cache. Unmeasured on a GPU yet (docs/performance.md says which bench calls decide).
 
 Statistics accumulate in float32 around a pivot (each group's first element), so a large common
 offset does not cancel away the variance. Inputs must be contiguous (N, C, ...) tensors, as both
@@ -64,20 +65,48 @@ def _forward(norm: nn.GroupNorm, silu: bool, x: Tensor) -> Tensor:
     return group_norm(x, norm.num_groups, norm.weight, norm.bias, norm.eps, silu)
 
 
-def use_triton_group_norm(module: nn.Module) -> tuple[int, int]:
-    """Every ``nn.GroupNorm`` in ``module`` computes with the kernel; one directly followed by
-    ``nn.SiLU`` in an ``nn.Sequential`` (SEVA's ResBlocks and output head) also applies the SiLU,
-    and that ``nn.SiLU`` becomes an ``nn.Identity``. Returns (norms, of them fused with SiLU).
+def _resnet_block_forward(block: nn.Module, x: Tensor, temb: Tensor | None, *args, **kwargs) -> Tensor:
+    """A diffusers ``ResnetBlock2D`` (no resampling, additive time embedding, SiLU) with each of its
+    two GroupNorm + SiLU pairs as one kernel; the same arithmetic as the block's own forward."""
+    h = block.conv1(_forward(block.norm1, True, x))
+    if block.time_emb_proj is not None and temb is not None:
+        h = h + block.time_emb_proj(temb if block.skip_time_act else F.silu(temb))[:, :, None, None]
+    h = block.conv2(block.dropout(_forward(block.norm2, True, h)))
+    skip = x if block.conv_shortcut is None else block.conv_shortcut(x)
+    return (skip + h) / block.output_scale_factor
 
-    Parameters stay where they are (state-dict keys unchanged); each norm's ``forward`` is replaced.
+
+def _plain_resnet_block(m: nn.Module) -> bool:
+    """A diffusers ``ResnetBlock2D`` whose forward ``_resnet_block_forward`` computes exactly."""
+    return (
+        type(m).__name__ == "ResnetBlock2D"
+        and getattr(m, "upsample", 0) is None
+        and getattr(m, "downsample", 0) is None
+        and getattr(m, "time_embedding_norm", "") == "default"
+        and type(getattr(m, "nonlinearity", None)) is nn.SiLU
+        and isinstance(getattr(m, "norm1", None), nn.GroupNorm)
+        and isinstance(getattr(m, "norm2", None), nn.GroupNorm)
+    )
+
+
+def use_triton_group_norm(module: nn.Module) -> tuple[int, int]:
+    """Every ``nn.GroupNorm`` in ``module`` computes with the kernel. Those a SiLU follows are fused
+    with it: in an ``nn.Sequential`` (SEVA's ResBlocks and output head; the ``nn.SiLU`` becomes an
+    ``nn.Identity``) and in diffusers' plain ``ResnetBlock2D`` (its forward replaced by
+    ``_resnet_block_forward``). Returns (norms, of them fused with SiLU).
+
+    Parameters stay where they are (state-dict keys unchanged); only forwards are replaced.
     """
-    fused: set[int] = set()
+    with_silu: set[int] = set()  # norms whose own forward applies the SiLU (the Sequential calls them)
     for seq in [m for m in module.modules() if isinstance(m, nn.Sequential)]:
         for i in range(len(seq) - 1):
             if isinstance(seq[i], nn.GroupNorm) and type(seq[i + 1]) is nn.SiLU:
-                fused.add(id(seq[i]))
+                with_silu.add(id(seq[i]))
                 seq[i + 1] = nn.Identity()
+    blocks = [m for m in module.modules() if _plain_resnet_block(m)]
+    for block in blocks:
+        block.forward = functools.partial(_resnet_block_forward, block)
     norms = [m for m in module.modules() if isinstance(m, nn.GroupNorm)]
     for m in norms:
-        m.forward = functools.partial(_forward, m, id(m) in fused)
-    return len(norms), len(fused)
+        m.forward = functools.partial(_forward, m, id(m) in with_silu)
+    return len(norms), len(with_silu) + 2 * len(blocks)
