@@ -33,30 +33,10 @@ def test_bfloat16_error_within_twice_the_native_kernels():
 
 
 def test_networks_keep_their_outputs_and_keys():
-    from diffusers import UNet2DConditionModel
+    from norm_swap import swap_keeps_outputs, tiny_seva, tiny_unet
 
-    from backend.models.editors.neural_gaffer import TINY_UNET
-    from backend.models.seva.encoders import tiny_seva_config
-    from backend.models.seva.network import SevaNet
-
-    torch.manual_seed(0)
-    net = SevaNet(tiny_seva_config()).eval()
-    x, t = torch.randn(3, 11, 8, 8), torch.tensor([10, 500, 900])
-    ctx, dense = torch.randn(3, 1, 64), torch.randn(3, 6, 8, 8)
-    keys = list(net.state_dict())
-    with torch.no_grad():
-        ref = net(x, t, ctx, dense, 3)
-        assert use_sum_group_norm(net) > 10
-        assert torch.allclose(net(x, t, ctx, dense, 3), ref, atol=1e-4, rtol=1e-4)
-    assert list(net.state_dict()) == keys
-
-    unet = UNet2DConditionModel(**TINY_UNET).eval()
-    sample = torch.randn(2, unet.config.in_channels, 16, 16)
-    hidden = torch.randn(2, 4, unet.config.cross_attention_dim)
-    with torch.no_grad():
-        ref = unet(sample, 10, hidden).sample
-        assert use_sum_group_norm(unet) > 5
-        assert torch.allclose(unet(sample, 10, hidden).sample, ref, atol=1e-4, rtol=1e-4)
+    assert swap_keeps_outputs(*tiny_seva(), use_sum_group_norm) > 10
+    assert swap_keeps_outputs(*tiny_unet(), use_sum_group_norm) > 5
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the CUDA path itself runs only where CUDA exists; its math runs above")
