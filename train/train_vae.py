@@ -6,8 +6,9 @@ Loss: L1 + image-gradient L1 on reconstructions from posterior samples, KL 1e-6.
 factor written to the config makes scaled latents unit-variance (SEVA and IC-Light multiply by it).
 
 ``--init vae-toy --decoder-only`` trains the decoder alone: the encoder, and so the latent space the
-editor and SEVA were trained in (scaling factor included), stays exactly as it was, while every
-decoded picture of theirs gets sharper. ``--cache N`` renders N views once (the CPU's way).
+editor and SEVA were trained in (scaling factor included), stays exactly as it was; only how latents
+are drawn changes (tried in session 8, not kept: train/README.md). ``--cache N`` renders N views once
+(the CPU's way).
 """
 
 from __future__ import annotations
