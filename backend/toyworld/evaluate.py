@@ -136,6 +136,7 @@ class EvalSettings:
     device: str = "auto"
     seed: int = 0
     seva_from_truth: bool = True  # method (d): SEVA alone from the ground-truth view 0
+    vae_round_trip: bool = True  # the ceiling: the ground truth encoded and decoded by the toy VAE
 
 
 @dataclass
@@ -176,6 +177,7 @@ def coupled(seva, editor, sc: EvalScene, s: EvalSettings, lam: float) -> np.ndar
 
 
 SEVA_FROM_TRUTH = "seva from truth"
+VAE_ROUND_TRIP = "vae round trip of truth"
 
 
 def seva_from_truth(seva, sc: EvalScene, s: EvalSettings) -> np.ndarray:
@@ -191,6 +193,14 @@ def seva_from_truth(seva, sc: EvalScene, s: EvalSettings) -> np.ndarray:
     return to_images(torch.stack([truth[0], *res.images]))
 
 
+@torch.no_grad()
+def vae_round_trip(vae, sc: EvalScene) -> np.ndarray:
+    """The ground truth through the toy VAE (encode, posterior mode, decode), as it was trained (x * 2 - 1):
+    the best any method working in its latents could score."""
+    x = torch.from_numpy(sc.truth).permute(0, 3, 1, 2).to(vae.device, vae.dtype) * 2 - 1
+    return to_images(vae.decode(vae.encode(x).latent_dist.mode()).sample)
+
+
 def to_images(x: Tensor) -> np.ndarray:
     """(V, 3, H, W) in [-1, 1] -> (V, H, W, 3) in [0, 1]."""
     return ((x.detach().float().cpu().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy().astype(np.float64)
@@ -203,6 +213,7 @@ def evaluate(s: EvalSettings, models=None, log=print, out: Path | None = None) -
     res = EvalResult(settings={k: (list(v) if isinstance(v, tuple) else v) for k, v in s.__dict__.items()})
     res.timings_s["load"] = time.perf_counter() - t0
     methods = ["independent"] + [f"coupled lam={lam:g}" for lam in s.lams] + ([SEVA_FROM_TRUTH] if s.seva_from_truth else [])
+    methods += [VAE_ROUND_TRIP] if s.vae_round_trip else []
     timing = {m: 0.0 for m in methods}
     for i in range(s.scenes):
         sc = make_scene(i, s.views, s.size)
@@ -213,6 +224,8 @@ def evaluate(s: EvalSettings, models=None, log=print, out: Path | None = None) -
                 imgs = independent(editor, sc, s)
             elif m == SEVA_FROM_TRUTH:
                 imgs = seva_from_truth(seva, sc, s)
+            elif m == VAE_ROUND_TRIP:
+                imgs = vae_round_trip(editor.pipe.vae, sc)
             else:
                 imgs = coupled(seva, editor, sc, s, float(m.split("=")[1]))
             timing[m] += time.perf_counter() - t
@@ -251,7 +264,8 @@ def sheet(res: EvalResult, path: Path) -> None:
     """Rows: inputs, independent, each coupled lam, ground truth (first scene), labelled."""
     from PIL import Image, ImageDraw
 
-    order = ["inputs", "independent", *[m for m in res.examples if m.startswith("coupled")], SEVA_FROM_TRUTH, "ground truth"]
+    coupled_rows = [m for m in res.examples if m.startswith("coupled")]
+    order = ["inputs", "independent", *coupled_rows, SEVA_FROM_TRUTH, VAE_ROUND_TRIP, "ground truth"]
     order = [m for m in order if m in res.examples]
     rows = [np.concatenate(list(res.examples[m]), axis=1) for m in order]
     h = rows[0].shape[0]
