@@ -261,7 +261,7 @@ def table(res: EvalResult) -> str:
 
 
 def sheet(res: EvalResult, path: Path) -> None:
-    """Rows: inputs, independent, each coupled lam, ground truth (first scene), labelled."""
+    """Rows: inputs, independent, each coupled lam, SEVA from the truth, the VAE round trip, ground truth (first scene), labelled."""
     from PIL import Image, ImageDraw
 
     coupled_rows = [m for m in res.examples if m.startswith("coupled")]
