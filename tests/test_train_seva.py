@@ -44,4 +44,4 @@ def test_x0_error_script_on_the_shipped_toy_seva():
     err = json.loads(r.stdout.strip().splitlines()[-1])
     sigmas = [err[k] for k in err if k.startswith("sigma")]
     assert len(sigmas) == 5 and sigmas == sorted(sigmas)  # the x0 error grows with the noise
-    assert sigmas[0] < 0.5 * min(err["means"], err["copy"])  # measured 0.09 against 0.69 / 0.93 (48 windows)
+    assert sigmas[0] < 0.5 * min(err["means"], err["copy"])  # measured 0.070 against 0.69 / 0.93 (48 windows, session 8)

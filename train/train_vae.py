@@ -7,7 +7,7 @@ factor written to the config makes scaled latents unit-variance (SEVA and IC-Lig
 
 ``--init vae-toy --decoder-only`` trains the decoder alone: the encoder, and so the latent space the
 editor and SEVA were trained in (scaling factor included), stays exactly as it was; only how latents
-are drawn changes (tried in session 8, not kept: train/README.md). ``--cache N`` renders N views once
+are decoded changes (tried in session 8, not kept: train/README.md). ``--cache N`` renders N views once
 (the CPU's way).
 """
 

@@ -9,8 +9,9 @@ normalisation is one ``addcmul`` with float32 per-channel scale and shift: three
 
 The variance is E[x^2] - E[x]^2 in float32: exact enough while a group's |mean| stays within about a
 hundred standard deviations (network activations are far inside that; the test checks an offset of
-8). Unmeasured on a GPU yet: a bench row (``bench/speed_modes.py --modes eager-nobench,eager-gn``)
-decides whether it is kept.
+8). Measured on an H200 (``bench/speed_modes.py --modes eager-nobench,eager-gn``, session 8): no
+faster than the native kernel (24.63 vs 24.50 s per edit), so it is in no speed mode; kept as a tested
+option (docs/performance.md, "GroupNorm from sums").
 """
 
 from __future__ import annotations

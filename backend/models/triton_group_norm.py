@@ -36,10 +36,15 @@ def _kernel():
     return group_norm_kernel
 
 
+def fits_kernel(x: Tensor, groups: int) -> bool:
+    """The kernel's layout: a contiguous (N, C, ...) tensor, C divisible by ``groups``."""
+    return x.is_contiguous() and x.shape[1] % groups == 0
+
+
 def triton_group_norm(x: Tensor, groups: int, weight: Tensor | None, bias: Tensor | None, eps: float, silu: bool = False) -> Tensor:
     """``F.group_norm`` (then ``F.silu`` with ``silu``) of a contiguous (N, C, ...) tensor, by the kernel."""
     n, c = x.shape[:2]
-    if c % groups or not x.is_contiguous():
+    if not fits_kernel(x, groups):
         raise ValueError(f"triton_group_norm needs a contiguous (N, C, ...) tensor with C divisible by {groups}; got {tuple(x.shape)}")
     y = torch.empty_like(x)
     length = x[0, : c // groups].numel()
@@ -55,7 +60,7 @@ def triton_group_norm(x: Tensor, groups: int, weight: Tensor | None, bias: Tenso
 
 def group_norm(x: Tensor, groups: int, weight: Tensor | None, bias: Tensor | None, eps: float, silu: bool = False) -> Tensor:
     """The kernel where it can run (CUDA, or the interpreter), PyTorch's functions elsewhere."""
-    if (x.is_cuda or interpreting()) and x.is_contiguous() and x.shape[1] % groups == 0:
+    if (x.is_cuda or interpreting()) and fits_kernel(x, groups):
         return triton_group_norm(x, groups, weight, bias, eps, silu)
     y = F.group_norm(x.float(), groups, None if weight is None else weight.float(), None if bias is None else bias.float(), eps)
     return (F.silu(y) if silu else y).to(x.dtype)
