@@ -18,7 +18,8 @@ CUDA graphs of the compiled networks), ``eager-fp8`` / ``compile-fp8`` (both net
 in fp8, ``backend.models.fp8``), ``eager-nobench`` (cuDNN's benchmark mode off: its share of the
 warm-up), ``eager-gn`` (every GroupNorm of both networks from two sums and one multiply-add,
 ``backend.models.sum_group_norm``), ``eager-triton-gn`` (every GroupNorm as one Triton kernel, fused
-with the SiLU after it in both networks' resnet blocks, ``backend.models.triton_group_norm``), ``eager-profile``
+with the SiLU after it in both networks' resnet blocks, ``backend.models.triton_group_norm``),
+``eager-channels-last`` (both networks' weights in NHWC, so cuDNN's convolutions need no layout transposes), ``eager-profile``
 (a 3-step edit under torch.profiler with each network's calls marked,
 its table written beside ``--out``), ``eager-streams`` (the editor's UNet on a CUDA stream of its own beside SEVA's network),
 and ``fp32`` (everything in fp32, TF32 off): with it in the list every row also reports its error
@@ -82,7 +83,7 @@ def worker(a: argparse.Namespace) -> None:
     device = torch.device(a.device)
     cuda = device.type == "cuda"
     dtype = torch.bfloat16 if cuda and a.mode != "fp32" else torch.float32
-    torch.backends.cudnn.benchmark = a.mode not in ("eager-nobench", "eager-profile", "eager-triton-gn")  # jobs never turn it on
+    torch.backends.cudnn.benchmark = a.mode not in ("eager-nobench", "eager-profile", "eager-triton-gn", "eager-channels-last")  # jobs never turn it on
     if a.mode == "fp32":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     seva, editor = build_models(a.tiny, device, dtype)
@@ -101,6 +102,9 @@ def worker(a: argparse.Namespace) -> None:
 
         done_seva, done_unet = use_triton_group_norm(seva.net), use_triton_group_norm(editor.pipe.unet)
         print(f"triton group norms (of them + SiLU): seva {done_seva}, editor {done_unet}", file=sys.stderr)
+    elif a.mode == "eager-channels-last":  # convolution weights NHWC: cuDNN's bf16 kernels run without layout transposes
+        seva.net.to(memory_format=torch.channels_last)
+        editor.pipe.unet.to(memory_format=torch.channels_last)
     elif a.mode == "compile-graphs":
         seva.net = torch.compile(seva.net, mode="reduce-overhead")
         editor.pipe.unet = torch.compile(editor.pipe.unet, mode="reduce-overhead")
