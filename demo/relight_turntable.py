@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 TOY_SCENE_SEED = 7  # a box, a torus, a cylinder and a sphere on a ground disc
 # the paper's lam, as for real weights: eval-toy's 5 scenes score lam 0.1 higher (docs/evidence.md), this
-# scene lam 0.015 (consistency 0.092 vs 0.098, PSNR 17.1 vs 17.06 dB with session 8's seva-toy)
+# scene lam 0.015 (consistency 0.082 vs 0.093, PSNR 16.8 dB both, with session 9's toy models)
 TOY_LAM = 0.015
 
 
