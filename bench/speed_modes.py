@@ -19,7 +19,9 @@ in fp8, ``backend.models.fp8``), ``eager-nobench`` (cuDNN's benchmark mode off: 
 warm-up), ``eager-gn`` (every GroupNorm of both networks from two sums and one multiply-add,
 ``backend.models.sum_group_norm``), ``eager-triton-gn`` (every GroupNorm as one Triton kernel, fused
 with the SiLU after it in both networks' resnet blocks, ``backend.models.triton_group_norm``),
-``eager-channels-last`` (both networks' weights in NHWC, so cuDNN's convolutions need no layout transposes), ``eager-profile``
+``eager-channels-last`` (both networks' weights in NHWC, so cuDNN's convolutions need no layout transposes),
+``compile-regional-cold`` / ``compile-regional-warm`` (the job mode ``compile-regional``: each repeated
+block compiled, blocks of a class sharing code; cold, then a new process loading the saved artefacts), ``eager-profile``
 (a 3-step edit under torch.profiler with each network's calls marked,
 its table written beside ``--out``), ``eager-streams`` (the editor's UNet on a CUDA stream of its own beside SEVA's network),
 and ``fp32`` (everything in fp32, TF32 off): with it in the list every row also reports its error
@@ -48,7 +50,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 MODES = ("eager", "compile-cold", "compile-warm")
 # bench modes that are a job's speed mode: measured through the same code a job runs
-JOB_MODES = {"eager-fp8": "fp8", "compile-cold": "compile", "compile-warm": "compile", "compile-fp8": "compile-fp8"}
+JOB_MODES = {"eager-fp8": "fp8", "compile-cold": "compile", "compile-warm": "compile", "compile-fp8": "compile-fp8",
+             "compile-regional-cold": "compile-regional", "compile-regional-warm": "compile-regional"}  # fmt: skip
 
 
 def build_models(tiny: bool, device: torch.device, dtype: torch.dtype):
@@ -83,7 +86,8 @@ def worker(a: argparse.Namespace) -> None:
     device = torch.device(a.device)
     cuda = device.type == "cuda"
     dtype = torch.bfloat16 if cuda and a.mode != "fp32" else torch.float32
-    torch.backends.cudnn.benchmark = a.mode not in ("eager-nobench", "eager-profile", "eager-triton-gn", "eager-channels-last")  # jobs never turn it on
+    no_benchmark = ("eager-nobench", "eager-profile", "eager-triton-gn", "eager-channels-last")
+    torch.backends.cudnn.benchmark = a.mode not in no_benchmark  # jobs never turn it on
     if a.mode == "fp32":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     seva, editor = build_models(a.tiny, device, dtype)
@@ -137,7 +141,7 @@ def worker(a: argparse.Namespace) -> None:
     _, warm_s, _ = timed(lambda: edit_views(seva, editor, views, 0, EditSettings(**(s.__dict__ | {"steps": 2}))))
     if a.mode == "eager-profile":
         profile_steps(seva, editor, lambda: edit_views(seva, editor, views, 0, EditSettings(**(s.__dict__ | {"steps": 3}))), a.images)
-    saved = any(c.save() for c in caches) if a.mode == "compile-cold" else False
+    saved = any(c.save() for c in caches) if a.mode.endswith("-cold") else False
     res, total_s, peak = timed(lambda: edit_views(seva, editor, views, 0, s))
     np.save(a.images, torch.stack(res.images).float().numpy())
     print(json.dumps({"mode": a.mode, "warmup_s": warm_s, "total_s": total_s, "s_per_step": total_s / a.steps, "peak_gib": peak,
