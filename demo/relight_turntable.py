@@ -219,8 +219,13 @@ def main() -> int:
 
         ref = spec.get("reference_view", 0)
         truth = render_truth(scene, cams, prompt, spec["views"][ref]["c2w"], out / "ground_truth")
+        from backend.models.editors.ic_light import composite_on_grey
+
         for name, imgs in (("coupled", coupled), ("independent", independent)):
             psnr[name] = float(np.mean([psnr_of(a, t) for a, t in zip(as_array(imgs), truth, strict=True)]))
+        # the floor: the inputs handed back unedited, on the same grey as the truth
+        unedited = [composite_on_grey(a[..., :3], a[..., 3] / 255) / 255 for a in rgba]
+        psnr["no edit"] = float(np.mean([psnr_of(a, t) for a, t in zip(unedited, truth, strict=True)]))
 
     # write-back: strips and a projected texture, then the .blend
     strips = ce.apply_as_strips(scene, cams, job)
@@ -273,7 +278,10 @@ def main() -> int:
     shutil.rmtree(link)
     print(f"consistency (mean |RGB diff| of mutually visible pixels, 0..1): coupled {rep_c.mean:.3f}, independent {rep_i.mean:.3f}")
     if psnr:
-        print(f"PSNR to the Cycles ground truth: coupled {psnr['coupled']:.1f} dB, independent {psnr['independent']:.1f} dB")
+        print(
+            f"PSNR to the Cycles ground truth: coupled {psnr['coupled']:.1f} dB, independent {psnr['independent']:.1f} dB"
+            f" (the inputs unedited: {psnr['no edit']:.1f} dB)"
+        )
     shown = Path(os.path.relpath(out)) if out.is_relative_to(Path.cwd()) else out  # as the README shows it
     print(f"wrote {shown / 'contact_sheet.png'}")
     print(f"wrote {shown / 'report.json'}")

@@ -35,6 +35,7 @@ def test_relight_turntable_demo(tmp_path):
     for kind in ("coupled", "independent"):
         assert 0 <= report["consistency"][kind]["mean"] < 1 and len(report["consistency"][kind]["per_view"]) == 8
         assert 5 < report["psnr_to_ground_truth"][kind] < 60
+    assert 5 < report["psnr_to_ground_truth"]["no edit"] < 60 and "(the inputs unedited: " in r.stdout
     assert len(list((out / "ground_truth").glob("*.png"))) == 8  # Cycles under the prompt's light
     sheet = Image.open(out / "contact_sheet.png")
     assert sheet.width >= 8 * 128 and sheet.height >= 5 * 128  # inputs, independent, coupled, ground truth, heat map

@@ -5,7 +5,8 @@ ground truth is every view rendered under the world light the prompt means for t
 view (view 0). Compared: (a) the editor on each view independently, (b) the editor coupled with
 SEVA at several lam (``lam = 0`` is (c): the reference edited alone, then SEVA's novel views from
 it, with nothing pulling the other views towards their own edits) and, as the multi-view model's own
-ceiling, (d) SEVA's novel views from the *ground-truth* reference view (no editor at all). Scores: PSNR and SSIM to the
+ceiling, (d) SEVA's novel views from the *ground-truth* reference view (no editor at all); as the floor,
+the inputs themselves scored as the answer (no edit). Scores: PSNR and SSIM to the
 ground truth (all views, and the 7 non-reference views), and the reprojection consistency of
 ``backend.consistency`` on the exact depth (mean |RGB difference| of mutually visible pixels).
 """
@@ -177,6 +178,7 @@ def coupled(seva, editor, sc: EvalScene, s: EvalSettings, lam: float) -> np.ndar
 
 
 SEVA_FROM_TRUTH = "seva from truth"
+NO_EDIT = "no edit (the inputs)"  # the baseline every edit must beat: the inputs scored as the answer
 VAE_ROUND_TRIP = "vae round trip of truth"
 
 
@@ -201,6 +203,11 @@ def vae_round_trip(vae, sc: EvalScene) -> np.ndarray:
     return to_images(vae.decode(vae.encode(x).latent_dist.mode()).sample)
 
 
+def inputs_on_grey(sc: EvalScene) -> np.ndarray:
+    """The inputs as the editors see them (on grey), (V, H, W, 3) in [0, 1]."""
+    return np.stack([composite_on_grey(a[..., :3], a[..., 3] / 255.0) / 255.0 for a in sc.rgba])
+
+
 def to_images(x: Tensor) -> np.ndarray:
     """(V, 3, H, W) in [-1, 1] -> (V, H, W, 3) in [0, 1]."""
     return ((x.detach().float().cpu().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy().astype(np.float64)
@@ -218,6 +225,7 @@ def evaluate(s: EvalSettings, models=None, log=print, out: Path | None = None) -
     for i in range(s.scenes):
         sc = make_scene(i, s.views, s.size)
         res.rows.append({"scene": i, "prompt": sc.prompt, "method": "ground truth", **scores(sc.truth, sc)})
+        res.rows.append({"scene": i, "prompt": sc.prompt, "method": NO_EDIT, **scores(inputs_on_grey(sc), sc)})
         for m in methods:
             t = time.perf_counter()
             if m == "independent":
@@ -233,10 +241,10 @@ def evaluate(s: EvalSettings, models=None, log=print, out: Path | None = None) -
             if i == 0:
                 res.examples[m] = imgs
         if i == 0:
-            res.examples["inputs"] = np.stack([composite_on_grey(a[..., :3], a[..., 3] / 255.0) / 255.0 for a in sc.rgba])
+            res.examples["inputs"] = inputs_on_grey(sc)
             res.examples["ground truth"] = sc.truth
         log(f"scene {i + 1}/{s.scenes} ({sc.prompt}) done")
-        res.summary = summarise(res.rows, ["ground truth", *methods])
+        res.summary = summarise(res.rows, ["ground truth", NO_EDIT, *methods])
         res.timings_s |= {f"{m} per scene": t / (i + 1) for m, t in timing.items()}
         res.timings_s["total"] = time.perf_counter() - t0
         res.settings["scenes_done"] = i + 1
