@@ -250,8 +250,8 @@ class Models(_Strict):
     speed: Literal["auto", "eager", "fp8", "compile", "compile-fp8", "compile-regional"] = Field(
         "auto",
         description="SEVA's network and the editor's UNet: eager, fp8 linear layers, torch.compile (artefacts cached on "
-        "disk), or both; compile-regional = each repeated block compiled (for a shorter warm-up; unmeasured on a GPU); auto = the fastest mode "
-        "measured to stay within bf16's error (backend/models/speed.py)",
+        "disk), or both; compile-regional = each repeated block compiled (for a shorter warm-up; unmeasured on a GPU); "
+        "auto = the fastest mode measured to stay within bf16's error (backend/models/speed.py)",
     )
 
     @field_validator("editor", "multiview", "generator")

@@ -10,9 +10,9 @@
 - ``compile-fp8``: both (on the H200 level with ``compile``, not faster).
 - ``compile-regional``: ``torch.compile`` on each repeated block (SEVA's ResBlock and
   MultiviewTransformer, diffusers' ResnetBlock2D and Transformer2DModel) instead of the whole network:
-  blocks of one class and shape share one compiled graph, so far less is traced and compiled (a
-  shorter warm-up), while the blocks, where the time goes, are fused as in ``compile``. Artefacts
-  are kept on disk like ``compile``'s. Not yet measured on a GPU.
+  blocks of one class and shape share one compiled graph (tests/test_compile_regions.py), so less is
+  traced and compiled. Meant to keep most of ``compile``'s gain at a warm-up inside the 30 s budget;
+  artefacts kept on disk like ``compile``'s. Not yet measured on a GPU (docs/performance.md).
 - ``auto``: the fastest mode measured to stay within bf16's own error *and* the 30 s warm-up budget
   on the job's device: ``eager`` everywhere. On the H200 compile is 15-19 % faster with an error
   inside bf16's run-to-run noise, but its warm-up is 237 s on a machine's first process and 57 s on
