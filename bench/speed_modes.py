@@ -18,7 +18,8 @@ CUDA graphs of the compiled networks), ``eager-fp8`` / ``compile-fp8`` (both net
 in fp8, ``backend.models.fp8``), ``eager-nobench`` (cuDNN's benchmark mode off: its share of the
 warm-up), ``eager-gn`` (every GroupNorm of both networks from two sums and one multiply-add,
 ``backend.models.sum_group_norm``), ``eager-triton-gn`` (every GroupNorm as one Triton kernel, fused
-with the SiLU after it in both networks' resnet blocks, ``backend.models.triton_group_norm``),
+with the SiLU after it in both networks' resnet blocks, ``backend.models.triton_group_norm``; ``eager-triton-gn-vae``:
+the VAEs' norms too),
 ``eager-channels-last`` (both networks' weights in NHWC, so cuDNN's convolutions need no layout transposes),
 ``compile-regional-cold`` / ``compile-regional-warm`` (the job mode ``compile-regional``: each repeated
 block compiled, blocks of a class sharing code; cold, then a new process loading the saved artefacts), ``eager-profile``
@@ -86,7 +87,7 @@ def worker(a: argparse.Namespace) -> None:
     device = torch.device(a.device)
     cuda = device.type == "cuda"
     dtype = torch.bfloat16 if cuda and a.mode != "fp32" else torch.float32
-    no_benchmark = ("eager-nobench", "eager-profile", "eager-triton-gn", "eager-channels-last")
+    no_benchmark = ("eager-nobench", "eager-profile", "eager-triton-gn", "eager-triton-gn-vae", "eager-channels-last")
     torch.backends.cudnn.benchmark = a.mode not in no_benchmark  # jobs never turn it on
     if a.mode == "fp32":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
@@ -101,11 +102,14 @@ def worker(a: argparse.Namespace) -> None:
         from backend.models.sum_group_norm import use_sum_group_norm
 
         print(f"group norms from sums: seva {use_sum_group_norm(seva.net)}, editor {use_sum_group_norm(editor.pipe.unet)}", file=sys.stderr)
-    elif a.mode == "eager-triton-gn":  # one Triton kernel per GroupNorm (+ SiLU) (backend.models.triton_group_norm)
+    elif a.mode.startswith("eager-triton-gn"):  # one Triton kernel per GroupNorm (+ SiLU) (backend.models.triton_group_norm)
         from backend.models.triton_group_norm import use_triton_group_norm
 
         done_seva, done_unet = use_triton_group_norm(seva.net), use_triton_group_norm(editor.pipe.unet)
         print(f"triton group norms (of them + SiLU): seva {done_seva}, editor {done_unet}", file=sys.stderr)
+        if a.mode == "eager-triton-gn-vae":  # the VAEs' norms too: the old profile's largest GroupNorm share
+            done_vaes = use_triton_group_norm(seva.vae.vae), use_triton_group_norm(editor.pipe.vae)
+            print(f"triton group norms in the VAEs (seva's, the editor's): {done_vaes}", file=sys.stderr)
     elif a.mode == "eager-channels-last":  # convolution weights NHWC: cuDNN's bf16 kernels run without layout transposes
         seva.net.to(memory_format=torch.channels_last)
         editor.pipe.unet.to(memory_format=torch.channels_last)
