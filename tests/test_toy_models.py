@@ -97,6 +97,7 @@ def test_eval_toy_quality_bars(tmp_path):
     res = json.loads((tmp_path / "eval_toy.json").read_text())
     s = res["summary"]
     assert res["settings"]["scenes_done"] == 2 and (tmp_path / "examples.png").exists() and (tmp_path / "lam_sweep.png").exists()
+    assert res["settings"]["models"]["seva-toy"]["steps"] >= 8456  # which training was measured
     print({k: {m: round(v, 4) for m, v in d.items()} for k, d in s.items()})
     coupled, alone, indep = s["coupled lam=0.015"], s["coupled lam=0"], s["independent"]
     assert indep["consistency"] - coupled["consistency"] > BARS["better_than_independent"], "coupling should make the views agree"

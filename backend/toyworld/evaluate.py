@@ -213,11 +213,24 @@ def to_images(x: Tensor) -> np.ndarray:
     return ((x.detach().float().cpu().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy().astype(np.float64)
 
 
+def toy_model_versions() -> dict[str, dict]:
+    """Which training of each toy model was measured: total steps and the commit of its last part (training.json)."""
+    from ..registry import TOY_DIR
+
+    versions = {}
+    for name in ("vae-toy", "ic-light-toy", "seva-toy"):
+        info = json.loads((TOY_DIR / name / "training.json").read_text())
+        versions[name] = {"steps": info.get("total_steps", info.get("steps")), "last_part_commit": info.get("commit")}
+    return versions
+
+
 def evaluate(s: EvalSettings, models=None, log=print, out: Path | None = None) -> EvalResult:
     """Every scene and method; with ``out``, results are written after each scene (a cut-short run keeps them)."""
     t0 = time.perf_counter()
     seva, editor = models or load_toy_models(s.device)
     res = EvalResult(settings={k: (list(v) if isinstance(v, tuple) else v) for k, v in s.__dict__.items()})
+    if models is None:  # the shipped toy models: say which training was measured
+        res.settings["models"] = toy_model_versions()
     res.timings_s["load"] = time.perf_counter() - t0
     methods = ["independent"] + [f"coupled lam={lam:g}" for lam in s.lams] + ([SEVA_FROM_TRUTH] if s.seva_from_truth else [])
     methods += [VAE_ROUND_TRIP] if s.vae_round_trip else []
