@@ -1,14 +1,18 @@
-"""Coupled Edit: the Blender extension (this file imports bpy; the backend never does).
+"""Coupled Edit: the Blender extension (this file needs bpy to do anything; the backend never imports it).
 
 The repository root is the extension package. Blender imports it as ``bl_ext.<repo>.coupled_edit``;
 tests enable it with ``addon_utils.enable`` (see tests/test_extension.py).
 """
 
-import bpy
+try:
+    import bpy
+except ModuleNotFoundError:  # imported outside Blender: pytest imports the repository root as a package
+    bpy = None  # on machines without the bpy wheel (the GPU machine); nothing here is used there
 
-from . import operators, panels, preferences, properties
+if bpy is not None:
+    from . import operators, panels, preferences, properties
 
-_modules = (preferences, properties, operators, panels)
+    _modules = (preferences, properties, operators, panels)
 
 
 def register() -> None:
