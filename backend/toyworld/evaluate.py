@@ -301,7 +301,8 @@ def sheet(res: EvalResult, path: Path) -> None:
 
 
 def plot(res: EvalResult, path: Path) -> None:
-    """PSNR (views 1-7) and consistency against lam, independent as a dashed level (PIL only)."""
+    """PSNR (views 1-7) and consistency against lam; independent, no edit (PSNR) and the ground truth
+    (consistency) as dashed levels (PIL only)."""
     from PIL import Image, ImageDraw
 
     lams = res.settings["lams"]
@@ -313,7 +314,9 @@ def plot(res: EvalResult, path: Path) -> None:
         ys = [res.summary[f"coupled lam={lam:g}"][key] for lam in lams]
         ind = res.summary["independent"][key]
         gt = res.summary["ground truth"][key] if key == "consistency" else None
-        vals = ys + [ind] + ([gt] if gt is not None else [])
+        # the unedited inputs' PSNR (their consistency sits on the ground truth's, so only on the left)
+        floor = res.summary[NO_EDIT][key] if key == "psnr_others" and NO_EDIT in res.summary else None
+        vals = ys + [ind] + [v for v in (gt, floor) if v is not None]
         lo, hi = min(vals), max(vals)
         span = (hi - lo) or 1.0
         lo, hi = lo - 0.1 * span, hi + 0.1 * span
@@ -329,7 +332,8 @@ def plot(res: EvalResult, path: Path) -> None:
             d.ellipse([x - 4, y - 4, x + 4, y + 4], fill=(200, 60, 20))
             d.text((x - 10, H - pad + 6), f"{lams[i]:g}", fill="black")
             d.text((x + 6, y - 14), f"{v:.3g}", fill=(200, 60, 20))
-        for level, colour, name in ((ind, (40, 90, 200), "independent"), (gt, (40, 150, 40), "ground truth")):
+        levels = ((ind, (40, 90, 200), "independent"), (gt, (40, 150, 40), "ground truth"), (floor, (120, 120, 120), "no edit"))
+        for level, colour, name in levels:
             if level is None:
                 continue
             y = pt(0, level)[1]
