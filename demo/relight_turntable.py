@@ -215,17 +215,15 @@ def main() -> int:
     rep_c, rep_i = consistency(geometry(coupled)), consistency(geometry(independent))
     truth, psnr = None, {}
     if not real:
+        from backend.toyworld.evaluate import on_grey
         from backend.toyworld.evaluate import psnr as psnr_of
 
         ref = spec.get("reference_view", 0)
         truth = render_truth(scene, cams, prompt, spec["views"][ref]["c2w"], out / "ground_truth")
-        from backend.models.editors.ic_light import composite_on_grey
-
         for name, imgs in (("coupled", coupled), ("independent", independent)):
             psnr[name] = float(np.mean([psnr_of(a, t) for a, t in zip(as_array(imgs), truth, strict=True)]))
         # the floor: the inputs handed back unedited, on the same grey as the truth
-        unedited = [composite_on_grey(a[..., :3], a[..., 3] / 255) / 255 for a in rgba]
-        psnr["no edit"] = float(np.mean([psnr_of(a, t) for a, t in zip(unedited, truth, strict=True)]))
+        psnr["no edit"] = float(np.mean([psnr_of(a, t) for a, t in zip(on_grey(rgba), truth, strict=True)]))
 
     # write-back: strips and a projected texture, then the .blend
     strips = ce.apply_as_strips(scene, cams, job)

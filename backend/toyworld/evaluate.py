@@ -203,9 +203,9 @@ def vae_round_trip(vae, sc: EvalScene) -> np.ndarray:
     return to_images(vae.decode(vae.encode(x).latent_dist.mode()).sample)
 
 
-def inputs_on_grey(sc: EvalScene) -> np.ndarray:
-    """The inputs as the editors see them (on grey), (V, H, W, 3) in [0, 1]."""
-    return np.stack([composite_on_grey(a[..., :3], a[..., 3] / 255.0) / 255.0 for a in sc.rgba])
+def on_grey(rgba: list[np.ndarray]) -> np.ndarray:
+    """Views given as (H, W, 4) 0..255 RGBA, composited as the editors see them (on grey): (V, H, W, 3) in [0, 1]."""
+    return np.stack([composite_on_grey(a[..., :3], a[..., 3] / 255.0) / 255.0 for a in rgba])
 
 
 def to_images(x: Tensor) -> np.ndarray:
@@ -238,7 +238,8 @@ def evaluate(s: EvalSettings, models=None, log=print, out: Path | None = None) -
     for i in range(s.scenes):
         sc = make_scene(i, s.views, s.size)
         res.rows.append({"scene": i, "prompt": sc.prompt, "method": "ground truth", **scores(sc.truth, sc)})
-        res.rows.append({"scene": i, "prompt": sc.prompt, "method": NO_EDIT, **scores(inputs_on_grey(sc), sc)})
+        inputs = on_grey(sc.rgba)
+        res.rows.append({"scene": i, "prompt": sc.prompt, "method": NO_EDIT, **scores(inputs, sc)})
         for m in methods:
             t = time.perf_counter()
             if m == "independent":
@@ -254,7 +255,7 @@ def evaluate(s: EvalSettings, models=None, log=print, out: Path | None = None) -
             if i == 0:
                 res.examples[m] = imgs
         if i == 0:
-            res.examples["inputs"] = inputs_on_grey(sc)
+            res.examples["inputs"] = inputs
             res.examples["ground truth"] = sc.truth
         log(f"scene {i + 1}/{s.scenes} ({sc.prompt}) done")
         res.summary = summarise(res.rows, ["ground truth", NO_EDIT, *methods])
@@ -315,7 +316,7 @@ def plot(res: EvalResult, path: Path) -> None:
         ind = res.summary["independent"][key]
         gt = res.summary["ground truth"][key] if key == "consistency" else None
         # the unedited inputs' PSNR (their consistency sits on the ground truth's, so only on the left)
-        floor = res.summary[NO_EDIT][key] if key == "psnr_others" and NO_EDIT in res.summary else None
+        floor = res.summary[NO_EDIT][key] if key == "psnr_others" else None
         vals = ys + [ind] + [v for v in (gt, floor) if v is not None]
         lo, hi = min(vals), max(vals)
         span = (hi - lo) or 1.0
