@@ -59,3 +59,19 @@ def test_backend_imports_as_a_subpackage_of_the_extension(addon):
 
     sub = importlib.import_module("coupled_edit.backend.jobs")
     assert sub.JobSpec.__module__ == "coupled_edit.backend.jobs"
+
+
+def test_package_imports_where_bpy_is_missing():
+    """pytest imports the repository root as a package; on a machine without bpy (the GPU machine) that
+    import must not fail, or every test there errors at setup."""
+    import subprocess
+
+    code = (
+        "import sys, importlib.util; sys.modules['bpy'] = None\n"  # None in sys.modules: 'import bpy' raises
+        f"spec = importlib.util.spec_from_file_location('coupled_edit', {str(ROOT / '__init__.py')!r},"
+        f" submodule_search_locations=[{str(ROOT)!r}])\n"
+        "m = importlib.util.module_from_spec(spec); sys.modules['coupled_edit'] = m; spec.loader.exec_module(m)\n"
+        "print(m.bpy is None and not hasattr(m, '_modules'))"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "True", r.stderr[-2000:]
